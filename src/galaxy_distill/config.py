@@ -1,0 +1,46 @@
+"""Settings for every command: a YAML file, overridden by command-line flags, validated by pydantic.
+
+The resolved settings are saved beside every output so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from galaxy_distill.errors import GalaxyDistillError
+from galaxy_distill.store import read_yaml
+
+SettingsT = TypeVar("SettingsT", bound="Settings")
+
+WORKSPACE_ENV = "GALAXY_DISTILL_HOME"
+
+
+class Settings(BaseModel):
+    """Base of every command's settings: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def resolve_settings(
+    settings_type: type[SettingsT], config_file: Path | None, overrides: dict[str, Any]
+) -> SettingsT:
+    """Merge a YAML file with the flags that were actually given (None = not given) and validate."""
+    values: dict[str, Any] = read_yaml(config_file) if config_file is not None else {}
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return settings_type.model_validate(values)
+    except ValidationError as exc:
+        where = f"{config_file}: " if config_file is not None else ""
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise GalaxyDistillError(f"{where}invalid settings for {settings_type.__name__} ({problems})") from None
+
+
+def workspace_dir() -> Path:
+    """Where prepared datasets, experts and runs live unless a path is given explicitly."""
+    return Path(os.environ.get(WORKSPACE_ENV, "galaxy_distill_work"))

@@ -1,0 +1,96 @@
+"""What a dataset builder hands over, and the settings every builder reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from galaxy_distill.config import Settings
+from galaxy_distill.errors import GalaxyDistillError
+
+
+class PrepareSettings(Settings):
+    """Settings of `galaxy-distill data prepare`. None means "the dataset's own default"."""
+
+    dataset: str
+    root: Path | None = None
+    name: str | None = None
+    size: int | None = Field(None, ge=8, le=512)
+    crop_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    per_class: int | None = Field(None, ge=2)
+    test_fraction: float | None = Field(None, ge=0.0, lt=1.0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 0
+    rotations: int = Field(1, ge=1, le=72)
+    zca: bool = False
+    zca_regularization: float = Field(0.1, gt=0.0)
+    skip_bad_images: bool = False
+    include_merger: bool = False
+    gz2_source: Literal["auto", "hart16", "kaggle"] = "auto"
+    min_votes: int = Field(20, ge=0)
+    test_root: Path | None = None
+    workers: int | None = Field(None, ge=1)
+
+    @property
+    def stored_name(self) -> str:
+        return self.name or self.dataset
+
+
+@dataclass
+class SourceImages:
+    """Images chosen by a builder, before the common split / augmentation / whitening steps.
+
+    `table` holds one row per image (e.g. catalogue ids, simulation parameters), same order.
+    `test` is an explicit test split when the source has one (CIFAR, a --test-root folder).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    provenance: dict[str, Any]
+    table: pd.DataFrame | None = None
+    test: SourceImages | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] not in (1, 3):
+            raise ValueError(f"images must be uint8 NHWC with 1 or 3 channels, got {self.images.dtype} {self.images.shape}")
+        if len(self.labels) != len(self.images):
+            raise ValueError("one label per image expected")
+        if self.table is not None and len(self.table) != len(self.images):
+            raise ValueError("one table row per image expected")
+
+
+def choose_per_class(
+    labels: np.ndarray, class_names: list[str], per_class: int | None, seed: int, where: str
+) -> np.ndarray:
+    """Indices of `per_class` images of every class (default: as many as the smallest class has), seeded."""
+    counts = np.bincount(labels, minlength=len(class_names))
+    if (counts == 0).any():
+        empty = [class_names[k] for k in np.flatnonzero(counts == 0)]
+        raise GalaxyDistillError(f"{where}: no images for class(es) {', '.join(empty)}")
+    wanted = int(counts.min()) if per_class is None else per_class
+    short = [(class_names[k], int(c)) for k, c in enumerate(counts) if c < wanted]
+    if short:
+        detail = ", ".join(f"{name} has {count}" for name, count in short)
+        raise GalaxyDistillError(f"{where}: {wanted} images per class requested but {detail}")
+    rng = np.random.default_rng(seed)
+    chosen = [np.sort(rng.choice(np.flatnonzero(labels == k), size=wanted, replace=False)) for k in range(len(class_names))]
+    return np.concatenate(chosen)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (kept, held_out), holding out round(fraction * n_k) of each class k."""
+    rng = np.random.default_rng(seed)
+    kept, held = [], []
+    for k in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == k))
+        n_held = int(round(fraction * len(members)))
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))

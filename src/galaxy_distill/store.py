@@ -1,0 +1,141 @@
+"""Safe, atomic storage of tensors (safetensors) and metadata (JSON/YAML).
+
+Every write goes to a temporary file in the same directory and is renamed into
+place, so a reader never sees a half-written file, even after kill -9.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.numpy import load_file as _load_numpy
+from safetensors.numpy import save as _save_numpy_bytes
+from safetensors.torch import load_file as _load_torch
+from safetensors.torch import save as _save_torch_bytes
+
+from galaxy_distill.errors import GalaxyDistillError
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    text = json.dumps(payload, indent=2, default=_jsonable, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GalaxyDistillError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GalaxyDistillError(f"{path}: not valid JSON ({exc})") from None
+
+
+def write_yaml(path: str | Path, payload: Any) -> None:
+    text = yaml.safe_dump(json.loads(json.dumps(payload, default=_jsonable)), sort_keys=False)
+    atomic_write_bytes(path, text.encode())
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise GalaxyDistillError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise GalaxyDistillError(f"{path}: not valid YAML ({exc})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise GalaxyDistillError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+    return loaded
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> str:
+    """Write torch tensors atomically; returns the file's SHA-256 for integrity checks."""
+    payload = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
+    data = _save_torch_bytes(payload, metadata=dict(metadata) if metadata else None)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> str:
+    """Write numpy arrays atomically; returns the file's SHA-256."""
+    payload = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
+    data = _save_numpy_bytes(payload, metadata=dict(metadata) if metadata else None)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_digest(path: Path, expected_sha256: str | None) -> None:
+    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
+        raise GalaxyDistillError(f"{path}: checksum mismatch (file is corrupt or was changed after writing)")
+
+
+def load_tensors(path: str | Path, expected_sha256: str | None = None, device: str = "cpu") -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise GalaxyDistillError(f"{path}: tensor file not found")
+    _check_digest(path, expected_sha256)
+    try:
+        return _load_torch(str(path), device=device)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GalaxyDistillError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_arrays(path: str | Path, expected_sha256: str | None = None) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise GalaxyDistillError(f"{path}: array file not found")
+    _check_digest(path, expected_sha256)
+    try:
+        return _load_numpy(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GalaxyDistillError(f"{path}: not a readable safetensors file ({exc})") from None
