@@ -13,6 +13,19 @@ from pydantic import Field
 from galaxy_distill.config import Settings
 from galaxy_distill.errors import GalaxyDistillError
 
+GZ2_CLASSES: tuple[str, ...] = (
+    "smooth-round",
+    "smooth-in-between",
+    "smooth-cigar",
+    "edge-on-bulge",
+    "edge-on-no-bulge",
+    "barred-spiral",
+    "barred-no-spiral",
+    "unbarred-spiral",
+    "unbarred-no-spiral",
+)
+"""The nine Galaxy Zoo 2 decision-tree classes of Guan et al. 2023, in this order everywhere."""
+
 
 class PrepareSettings(Settings):
     """Settings of `galaxy-distill data prepare`. None means "the dataset's own default"."""
