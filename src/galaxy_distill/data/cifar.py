@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from galaxy_distill.data.base import PrepareSettings, SourceImages
+from galaxy_distill.data.base import PrepareSettings, SourceImages, choose_per_class
 from galaxy_distill.data.locations import require_dir, require_file
 from galaxy_distill.errors import GalaxyDistillError
 
@@ -62,14 +62,6 @@ def _images_and_labels(path: Path, label_key: str, num_classes: int) -> tuple[np
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
 
 
-def _subsample(images: np.ndarray, labels: np.ndarray, per_class: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if per_class is None:
-        return images, labels
-    rng = np.random.default_rng(seed)
-    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == k))[:per_class] for k in np.unique(labels)]))
-    return images[keep], labels[keep]
-
-
 def _build(settings: PrepareSettings, folder: str, train_files: list[str], meta_file: str, names_key: str,
            label_key: str, num_classes: int) -> SourceImages:
     layout = f"{folder}/ with {', '.join(train_files)}, test_batch/test and {meta_file}"
@@ -79,13 +71,20 @@ def _build(settings: PrepareSettings, folder: str, train_files: list[str], meta_
     require_dir(base, layout)
     if settings.size != 32 or settings.crop_fraction != 1.0:
         raise GalaxyDistillError("CIFAR images are used at their native 32x32: leave --size and --crop-fraction unset")
-    names = [str(n) for n in read_batch(base / meta_file)[names_key]]
+    test_file = "test_batch" if folder.startswith("cifar-10-") else "test"
+    for name in [*train_files, test_file, meta_file]:
+        require_file(base / name, layout)
+    listed = read_batch(base / meta_file).get(names_key)
+    if not isinstance(listed, (list, tuple)) or len(listed) != num_classes:
+        raise GalaxyDistillError(f"{base / meta_file}: expected '{names_key}', a list of {num_classes} class names")
+    names = [str(n) for n in listed]
     parts = [_images_and_labels(base / name, label_key, num_classes) for name in train_files]
     train_images = np.concatenate([p[0] for p in parts])
     train_labels = np.concatenate([p[1] for p in parts])
-    test_images, test_labels = _images_and_labels(base / "test_batch" if folder.startswith("cifar-10-") else base / "test", label_key, num_classes)
+    test_images, test_labels = _images_and_labels(base / test_file, label_key, num_classes)
     if settings.per_class is not None:
-        train_images, train_labels = _subsample(train_images, train_labels, settings.per_class, settings.seed)
+        chosen = np.sort(choose_per_class(train_labels, names, settings.per_class, settings.seed, str(base)))
+        train_images, train_labels = train_images[chosen], train_labels[chosen]
     provenance = {"source": str(base), "dataset": folder}
     test = SourceImages(test_images, test_labels, names, provenance)
     return SourceImages(train_images, train_labels, names, provenance, test=test)

@@ -69,6 +69,8 @@ def load_cutouts(
     Returns (stacked cutouts, indices of the paths that worked, messages about skipped files).
     With skip_bad=False the first bad file stops everything with its name in the error.
     """
+    if not paths:
+        raise GalaxyDistillError("no image files to read")
     results: list[np.ndarray | None] = [None] * len(paths)
     problems: list[str] = []
 
@@ -81,10 +83,15 @@ def load_cutouts(
             problems.append(str(exc))
 
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        for future in tqdm(
-            [pool.submit(work, i) for i in range(len(paths))], desc=description, unit="img", leave=False
-        ):
-            future.result()
+        futures = [pool.submit(work, i) for i in range(len(paths))]
+        try:
+            for future in tqdm(futures, desc=description, unit="img", leave=False):
+                future.result()
+        except BaseException:
+            # Without this the pool would still decode every remaining image before the error shows.
+            for future in futures:
+                future.cancel()
+            raise
     kept = np.array([i for i, r in enumerate(results) if r is not None], dtype=np.int64)
     if len(kept) == 0:
         raise GalaxyDistillError(f"none of the {len(paths)} images could be read; first problem: {problems[0]}")
