@@ -20,6 +20,7 @@ from galaxy_distill.data.augment import (
     SCALE_Y,
     SHIFT_COL,
     SHIFT_ROW,
+    THETA,
     AugmentDraw,
     DiffAugment,
     warp,
@@ -90,6 +91,16 @@ def test_single_mode_picks_one_op_per_call_uniformly_and_parameters_per_image() 
     assert draws.params[:, :, BRIGHTNESS].std(dim=1).min() > 0
 
 
+def test_single_mode_resamples_with_the_chosen_op_alone() -> None:
+    draws = DiffAugment().draw_many(60, 4, 32, seeded(15), "cpu")
+    assert {ops[0] for ops in draws.ops} == set(OPS)
+    for index, ops in enumerate(draws.ops):
+        applied = draws.step(index)
+        torch.testing.assert_close(applied.params[0, :, THETA].view(4, 2, 3), applied.theta_of(ops)[0], rtol=0, atol=0)
+        if ops[0] not in ("crop", "flip", "scale", "rotate"):
+            assert applied.params[0, :, THETA].tolist() == [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]] * 4
+
+
 def only(op: str, **ratios: float) -> DiffAugment:
     return DiffAugment(strategy=op, **ratios)
 
@@ -114,7 +125,7 @@ def test_crop_translates_by_whole_pixels_with_zero_fill() -> None:
     assert shifts.abs().max() == 4 and shifts.abs().sum() > 0  # 0.125 * 32
     out = augment.apply(x, draw)
     padded = torch.nn.functional.pad(x, [4, 4, 4, 4])
-    for image, expected_source, (row, col) in zip(out, padded, shifts.tolist()):
+    for image, expected_source, (row, col) in zip(out, padded, shifts.tolist(), strict=True):
         torch.testing.assert_close(image, expected_source[:, 4 + row : 36 + row, 4 + col : 36 + col])
 
 
@@ -128,7 +139,7 @@ def test_cutout_zeros_one_square_of_half_the_size(size: int, side: int) -> None:
     assert torch.equal(out[:, 0], out[:, 2])
     origins = draw.params[0, :, [CUTOUT_TOP, CUTOUT_LEFT]].long().tolist()
     fully_inside = 0
-    for image, (top, left) in zip(out[:, 0], origins):
+    for image, (top, left) in zip(out[:, 0], origins, strict=True):
         expected = torch.ones(size, size)
         expected[max(top, 0) : top + side, max(left, 0) : left + side] = 0
         assert torch.equal(image, expected)

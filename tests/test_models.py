@@ -136,7 +136,7 @@ def test_batched_forward_equals_a_loop_for_own_and_shared_batches() -> None:
     own = torch.randn(4, 6, 3, 16, 16, generator=generator)
     shared = own[0]
     torch.testing.assert_close(
-        flat_params.batched_forward(flats, own), torch.stack([flat_params.forward(f, x) for f, x in zip(flats, own)])
+        flat_params.batched_forward(flats, own), torch.stack([flat_params.forward(f, x) for f, x in zip(flats, own, strict=True)])
     )
     torch.testing.assert_close(
         flat_params.batched_forward(flats, shared), torch.stack([flat_params.forward(f, shared) for f in flats])

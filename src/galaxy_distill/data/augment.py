@@ -83,7 +83,10 @@ class AugmentDraw:
 
     def theta_of(self, ops: Sequence[str]) -> torch.Tensor:
         """Affine matrices [steps, num_images, 2, 3] for `grid_sample` of the geometric `ops` applied in order."""
-        return _geometry_matrix(self.params[..., :UNIFORMS_PER_IMAGE], ops, self.image_size)[..., :2, :]
+        matrix = self.params.new_empty(*self.params.shape[:-1], 6)
+        for column, entry in enumerate(_theta(self.params[..., :UNIFORMS_PER_IMAGE], ops, self.image_size)):
+            matrix[..., column] = entry
+        return matrix.unflatten(-1, (2, 3))
 
 
 @dataclass(frozen=True)
@@ -140,19 +143,20 @@ class DiffAugment:
                 f"augmentation needs at least 1 step, 1 image and 2 px; got {steps}, {num_images} and {image_size}"
             )
         ops = self.ops
-        uniforms = torch.rand(
-            (steps, 1 + num_images * UNIFORMS_PER_IMAGE), generator=generator, device=generator.device
-        )
-        per_image = self._image_params(uniforms[:, 1:].reshape(steps, num_images, UNIFORMS_PER_IMAGE), image_size)
+        uniforms = torch.rand((steps, 1 + num_images * UNIFORMS_PER_IMAGE), generator=generator, device=generator.device)
+        params = uniforms.new_empty(steps, num_images, PARAM_COUNT)
+        per_image = params[..., :UNIFORMS_PER_IMAGE]
+        self._fill_image_params(per_image, uniforms[:, 1:].view(steps, num_images, UNIFORMS_PER_IMAGE), image_size)
+        geometric = [op for op in ops if op in GEOMETRIC_OPS]
         if self.mode == "all" or not ops:
             step_ops = (ops,) * steps
-            geometry = _geometry_matrix(per_image, ops, image_size)
+            theta = _theta(per_image, geometric, image_size)
         else:
             choices = (uniforms[:, 0] * len(ops)).long().clamp_max(len(ops) - 1)
             step_ops = tuple((ops[choice],) for choice in choices.tolist())
-            candidates = torch.stack([_geometry_matrix(per_image, (op,), image_size) for op in ops])
-            geometry = candidates[choices, torch.arange(steps, device=choices.device)]
-        params = torch.cat([per_image, geometry[..., :2, :].flatten(-2)], dim=-1)
+            theta = _theta(_only_chosen_geometry(per_image, choices, ops), geometric, image_size)
+        for column, entry in enumerate(theta, start=THETA.start):
+            params[..., column] = entry
         device = torch.device(device)
         if device.type == "cuda" and params.device.type == "cpu":
             params = params.pin_memory()
@@ -181,27 +185,29 @@ class DiffAugment:
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.apply(images, self.draw(images.shape[0], images.shape[-1], generator, images.device))
 
-    def _image_params(self, uniforms: torch.Tensor, image_size: int) -> torch.Tensor:
-        """Per-image parameters (the first eleven columns) from uniforms in [0, 1)."""
-        u = uniforms.unbind(-1)
+    def _fill_image_params(self, out: torch.Tensor, uniforms: torch.Tensor, image_size: int) -> None:
+        """Per-image parameters (the first eleven columns) from uniforms in [0, 1), written into `out`."""
         shift = int(image_size * self.crop_ratio + 0.5)
         cutout_size = int(image_size * self.cutout_ratio + 0.5)
         # MTT's cutout centres range over [0, size) for odd sides and [0, size] for even ones.
         cutout_centres = image_size + 1 - cutout_size % 2
         inverse_scale = 1.0 / self.scale_ratio
-        columns = [None] * UNIFORMS_PER_IMAGE
-        columns[BRIGHTNESS] = (u[BRIGHTNESS] - 0.5) * self.brightness
-        columns[SATURATION] = u[SATURATION] * self.saturation
-        columns[CONTRAST] = u[CONTRAST] + self.contrast
-        columns[SHIFT_ROW] = torch.floor(u[SHIFT_ROW] * (2 * shift + 1)) - shift
-        columns[SHIFT_COL] = torch.floor(u[SHIFT_COL] * (2 * shift + 1)) - shift
-        columns[CUTOUT_TOP] = torch.floor(u[CUTOUT_TOP] * cutout_centres) - cutout_size // 2
-        columns[CUTOUT_LEFT] = torch.floor(u[CUTOUT_LEFT] * cutout_centres) - cutout_size // 2
-        columns[FLIP] = torch.where(u[FLIP] < self.flip_probability, -1.0, 1.0)
-        columns[SCALE_X] = u[SCALE_X] * (self.scale_ratio - inverse_scale) + inverse_scale
-        columns[SCALE_Y] = u[SCALE_Y] * (self.scale_ratio - inverse_scale) + inverse_scale
-        columns[ANGLE] = (u[ANGLE] - 0.5) * math.radians(2 * self.rotate_degrees)
-        return torch.stack(columns, dim=-1)
+        # All but the flip are affine in their uniform (integer ones then floored), so one
+        # multiply-add over the whole block makes them.
+        multiplier, offset = [0.0] * UNIFORMS_PER_IMAGE, [0.0] * UNIFORMS_PER_IMAGE
+        multiplier[BRIGHTNESS], offset[BRIGHTNESS] = self.brightness, -0.5 * self.brightness
+        multiplier[SATURATION] = self.saturation
+        multiplier[CONTRAST], offset[CONTRAST] = 1.0, self.contrast
+        multiplier[SHIFT_ROW] = multiplier[SHIFT_COL] = 2 * shift + 1
+        offset[SHIFT_ROW] = offset[SHIFT_COL] = -shift
+        multiplier[CUTOUT_TOP] = multiplier[CUTOUT_LEFT] = cutout_centres
+        offset[CUTOUT_TOP] = offset[CUTOUT_LEFT] = -(cutout_size // 2)
+        multiplier[SCALE_X] = multiplier[SCALE_Y] = self.scale_ratio - inverse_scale
+        offset[SCALE_X] = offset[SCALE_Y] = inverse_scale
+        multiplier[ANGLE], offset[ANGLE] = math.radians(2 * self.rotate_degrees), -math.radians(self.rotate_degrees)
+        torch.addcmul(uniforms.new_tensor(offset), uniforms, uniforms.new_tensor(multiplier), out=out)
+        out[..., SHIFT_ROW : CUTOUT_LEFT + 1].floor_()
+        out[..., FLIP] = torch.where(uniforms[..., FLIP] < self.flip_probability, -1.0, 1.0)
 
 
 def parse_strategy(strategy: str) -> tuple[str, ...]:
@@ -226,35 +232,58 @@ def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
-def _geometry_matrix(per_image: torch.Tensor, ops: Sequence[str], image_size: int) -> torch.Tensor:
-    """Homogeneous [..., 3, 3] matrix of the geometric `ops` in order (non-geometric ops are skipped).
+Affine = tuple[torch.Tensor | float, ...]
+
+
+def _theta(per_image: torch.Tensor, ops: Sequence[str], image_size: int) -> Affine:
+    """Entries (a, b, c, d, e, f) of the 2x3 matrix [[a, b, c], [d, e, f]] of the geometric `ops`
+    in order (others are skipped), each broadcastable to per_image[..., 0].
 
     Resampling by A then by B equals resampling once by A @ B, so the first op is leftmost.
     """
-    zero = torch.zeros_like(per_image[..., 0])
-    one = torch.ones_like(zero)
-    matrix = _affine(one, zero, zero, zero, one, zero)
+    matrix: Affine = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     pixel = 2.0 / (image_size - 1)
     for op in ops:
         if op == "crop":
-            step = _affine(one, zero, per_image[..., SHIFT_COL] * pixel, zero, one, per_image[..., SHIFT_ROW] * pixel)
+            step: Affine = (1.0, 0.0, per_image[..., SHIFT_COL] * pixel, 0.0, 1.0, per_image[..., SHIFT_ROW] * pixel)
         elif op == "flip":
-            step = _affine(per_image[..., FLIP], zero, zero, zero, one, zero)
+            step = (per_image[..., FLIP], 0.0, 0.0, 0.0, 1.0, 0.0)
         elif op == "scale":
-            step = _affine(per_image[..., SCALE_X], zero, zero, zero, per_image[..., SCALE_Y], zero)
+            step = (per_image[..., SCALE_X], 0.0, 0.0, 0.0, per_image[..., SCALE_Y], 0.0)
         elif op == "rotate":
             cos, sin = torch.cos(per_image[..., ANGLE]), torch.sin(per_image[..., ANGLE])
-            step = _affine(cos, -sin, zero, sin, cos, zero)
+            step = (cos, -sin, 0.0, sin, cos, 0.0)
         else:
             continue
-        matrix = matrix @ step
+        matrix = _compose(matrix, step)
     return matrix
 
 
-def _affine(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor, e: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    bottom = torch.zeros_like(a)
-    rows = [torch.stack(row, dim=-1) for row in ((a, b, c), (d, e, f), (bottom, bottom, torch.ones_like(a)))]
-    return torch.stack(rows, dim=-2)
+def _compose(first: Affine, then: Affine) -> Affine:
+    a, b, c, d, e, f = first
+    p, q, r, s, t, u = then
+    return (a * p + b * s, a * q + b * t, a * r + b * u + c, d * p + e * s, d * q + e * t, d * r + e * u + f)
+
+
+# The parameter columns of each geometric op and the value that makes it the identity.
+IDENTITY_PARAMS = {
+    "crop": ((SHIFT_ROW, SHIFT_COL), 0.0),
+    "flip": ((FLIP,), 1.0),
+    "scale": ((SCALE_X, SCALE_Y), 1.0),
+    "rotate": ((ANGLE,), 0.0),
+}
+
+
+def _only_chosen_geometry(per_image: torch.Tensor, choices: torch.Tensor, ops: Sequence[str]) -> torch.Tensor:
+    """`per_image` with each geometric op set to the identity in the steps that did not choose it."""
+    masked = per_image.clone()
+    for index, op in enumerate(ops):
+        if op in IDENTITY_PARAMS:
+            columns, identity = IDENTITY_PARAMS[op]
+            not_chosen = (choices != index)[:, None]
+            for column in columns:
+                masked[..., column].masked_fill_(not_chosen, identity)
+    return masked
 
 
 def _color(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
