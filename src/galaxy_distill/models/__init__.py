@@ -22,7 +22,7 @@ DEFAULT_WIDTH = 128
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class Architecture:
     build: Callable[..., nn.Module]
     norms: tuple[str, ...]
     default_norm: str
@@ -30,10 +30,10 @@ class ModelSpec:
     sized: bool
 
 
-MODELS: dict[str, ModelSpec] = {
-    "convnet": ModelSpec(ConvNet, ("instancenorm", "batchnorm", "none"), "instancenorm", sized=True),
-    "resnet18": ModelSpec(ResNet18, ("batchnorm", "instancenorm"), "batchnorm", sized=False),
-    "vgg11": ModelSpec(VGG11, ("instancenorm", "batchnorm"), "instancenorm", sized=False),
+MODELS: dict[str, Architecture] = {
+    "convnet": Architecture(ConvNet, ("instancenorm", "batchnorm", "none"), "instancenorm", sized=True),
+    "resnet18": Architecture(ResNet18, ("batchnorm", "instancenorm"), "batchnorm", sized=False),
+    "vgg11": Architecture(VGG11, ("instancenorm", "batchnorm"), "instancenorm", sized=False),
 }
 
 
@@ -48,20 +48,20 @@ def build_model(
     norm: str | None = None,
 ) -> nn.Module:
     """A freshly initialised network for `channels` x `image_size`^2 inputs (norm None = the architecture's default)."""
-    spec = MODELS.get(name)
-    if spec is None:
+    architecture = MODELS.get(name)
+    if architecture is None:
         raise GalaxyDistillError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
-    norm = spec.default_norm if norm is None else norm
-    if norm not in spec.norms:
-        raise GalaxyDistillError(f"model {name!r} does not take norm {norm!r}: choose one of {', '.join(spec.norms)}")
+    norm = architecture.default_norm if norm is None else norm
+    if norm not in architecture.norms:
+        raise GalaxyDistillError(f"model {name!r} does not take norm {norm!r}: choose one of {', '.join(architecture.norms)}")
     if channels < 1 or num_classes < 1:
         raise GalaxyDistillError(f"model {name!r} needs at least 1 channel and 1 class, got {channels} and {num_classes}")
     if image_size < SMALLEST_IMAGE:
         raise GalaxyDistillError(f"model {name!r} needs images of at least {SMALLEST_IMAGE} px, got {image_size}")
-    if not spec.sized:
+    if not architecture.sized:
         if depth is not None or width != DEFAULT_WIDTH:
             raise GalaxyDistillError(f"depth and width apply only to the convnet, not to model {name!r}")
-        return spec.build(channels, num_classes, image_size, norm=norm)
+        return architecture.build(channels, num_classes, image_size, norm=norm)
     depth = auto_depth(image_size) if depth is None else depth
     if depth < 1 or image_size >> depth < 1:
         raise GalaxyDistillError(
@@ -70,7 +70,7 @@ def build_model(
         )
     if width < 1:
         raise GalaxyDistillError(f"convnet width must be at least 1, got {width}")
-    return spec.build(channels, num_classes, image_size, depth=depth, width=width, norm=norm)
+    return architecture.build(channels, num_classes, image_size, depth=depth, width=width, norm=norm)
 
 
-__all__ = ["MODELS", "ConvNet", "FlatParams", "ModelSpec", "ResNet18", "VGG11", "auto_depth", "build_model"]
+__all__ = ["MODELS", "Architecture", "ConvNet", "FlatParams", "ResNet18", "VGG11", "auto_depth", "build_model"]
