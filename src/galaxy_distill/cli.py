@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from galaxy_distill.cli_options import settings_options
+from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.errors import GalaxyDistillError
+from galaxy_distill.evaluate.settings import EvaluateSettings
+from galaxy_distill.experts.settings import ExpertSettings
 
 app = typer.Typer(
     help="Distil labelled galaxy images into a few synthetic prototypes per class, to see what a network sees.",
@@ -20,6 +25,7 @@ data_app = typer.Typer(help="Prepare and inspect datasets.", no_args_is_help=Tru
 app.add_typer(data_app, name="data")
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings; flags override it.")]
+OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default: in the workspace).")]
 
 
 @data_app.command("list")
@@ -36,33 +42,18 @@ def data_list() -> None:
 
 
 @data_app.command("prepare")
+@settings_options(PrepareSettings, skip=("dataset",))
 def data_prepare(
+    values: dict[str, Any],
     dataset: Annotated[str, typer.Argument(help="gz1-sdss, gz2, simzoo, cifar10, cifar100 or folder")],
-    root: Annotated[Optional[Path], typer.Option(help="Source directory (default: ../shared/data/... when present).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Name to store it under (default: the dataset's name).")] = None,
-    size: Annotated[Optional[int], typer.Option(help="Output side in pixels.")] = None,
-    crop_fraction: Annotated[Optional[float], typer.Option(help="Central fraction of each image kept before resizing.")] = None,
-    per_class: Annotated[Optional[int], typer.Option(help="Images per class (default: the dataset's own).")] = None,
-    test_fraction: Annotated[Optional[float], typer.Option(help="Fraction of each class held out for testing.")] = None,
-    val_fraction: Annotated[Optional[float], typer.Option(help="Fraction of the rest held out for validation.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of every random choice.")] = None,
-    rotations: Annotated[Optional[int], typer.Option(help="k: add k-1 copies of the training split rotated by 360/k degrees.")] = None,
-    zca: Annotated[Optional[bool], typer.Option("--zca/--no-zca", help="ZCA-whiten (fitted on train, invertible for display).")] = None,
-    skip_bad_images: Annotated[Optional[bool], typer.Option("--skip-bad-images/--fail-on-bad-images", help="Skip unreadable images (counted) instead of stopping.")] = None,
-    include_merger: Annotated[Optional[bool], typer.Option("--include-merger/--no-merger", help="gz1-sdss: keep the merger class.")] = None,
-    gz2_source: Annotated[Optional[str], typer.Option(help="gz2: hart16, kaggle or auto.")] = None,
-    min_votes: Annotated[Optional[int], typer.Option(help="gz2: minimum votes per question on the path.")] = None,
-    test_root: Annotated[Optional[Path], typer.Option(help="folder: a second class-folder tree used as the test split.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Parallel workers (default: CPU cores, at most 8).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if prepared with the same settings.")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Build a dataset into the workspace (idempotent: same settings reuse the stored copy)."""
-    flags = {key: value for key, value in locals().items() if key not in ("force", "config")}
     from galaxy_distill.config import resolve_settings
-    from galaxy_distill.data import PrepareSettings, prepare
+    from galaxy_distill.data import prepare
 
-    settings = resolve_settings(PrepareSettings, config, flags)
+    settings = resolve_settings(PrepareSettings, config, {**values, "dataset": dataset})
     prepared = prepare(settings, force=force)
     counts = prepared.meta["counts"]
     typer.echo(f"prepared {prepared.name} in {prepared.directory}")
@@ -94,6 +85,94 @@ def data_show(
     path = class_grid_png(prepared.images("train"), prepared.labels("train"), prepared.class_names,
                           out or prepared.directory / "examples.png", per_class, title=prepared.name)
     typer.echo(f"wrote {path}")
+
+
+@app.command("experts")
+@settings_options(ExpertSettings)
+def experts_command(values: dict[str, Any], out: OutOption = None, config: ConfigOption = None) -> None:
+    """Train expert networks on a prepared dataset and store their per-epoch trajectories (resumable)."""
+    from galaxy_distill.config import resolve_settings, workspace_dir
+    from galaxy_distill.data import load_prepared
+    from galaxy_distill.experts.train import summarize, train_experts
+    from galaxy_distill.store import read_json
+
+    settings = resolve_settings(ExpertSettings, config, values)
+    dataset = load_prepared(settings.dataset)
+    out_dir = out or workspace_dir() / "experts" / dataset.name
+    manifest = train_experts(settings, dataset, out_dir)
+    summary = summarize(read_json(manifest))
+    typer.echo(f"{summary['experts']} experts in {out_dir}; final test accuracy "
+               f"{summary['final_test_acc_mean']:.3f} ± {summary['final_test_acc_std']:.3f}")
+
+
+@app.command("distill")
+@settings_options(DistillSettings)
+def distill_command(
+    values: dict[str, Any],
+    out: OutOption = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Distil synthetic prototypes with MTT (fixed schedule) or STM (self-adaptive)."""
+    from galaxy_distill.config import resolve_settings, workspace_dir
+    from galaxy_distill.data import load_prepared
+    from galaxy_distill.distill.run import distill
+    from galaxy_distill.evaluate.checkpoints import validation_evaluator
+    from galaxy_distill.experts import ExpertStore
+
+    settings = resolve_settings(DistillSettings, config, values)
+    dataset = load_prepared(settings.dataset)
+    store = ExpertStore(settings.experts)
+    out_dir = out or workspace_dir() / "runs" / f"{dataset.name}-{settings.method}-ipc{settings.ipc}"
+    evaluator = validation_evaluator(store.model_spec, dataset, settings)
+    result = distill(settings, dataset, store, out_dir, evaluator=evaluator, resume=resume)
+    best = "" if result.best_val_accuracy is None else (
+        f"; best validation accuracy {result.best_val_accuracy:.3f} at iteration {result.best_iteration}")
+    typer.echo(f"distilled {result.iterations} iterations in {result.wall_seconds:.0f} s into {result.run_dir}{best}")
+
+
+@app.command("evaluate")
+@settings_options(EvaluateSettings)
+def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="JSON file to write (default: RUN/evaluation.json or the workspace).")] = None,
+        config: ConfigOption = None) -> None:
+    """Train fresh networks on a distilled set and/or baselines; report test accuracy mean ± std."""
+    from galaxy_distill.config import resolve_settings, workspace_dir
+    from galaxy_distill.data import load_prepared
+    from galaxy_distill.evaluate.run import evaluate, results_table
+    from galaxy_distill.store import read_json, write_json
+
+    settings = resolve_settings(EvaluateSettings, config, values)
+    run_settings = read_json(settings.run / "settings.json") if settings.run is not None and settings.run.is_dir() else {}
+    dataset_name = settings.dataset or run_settings.get("dataset")
+    if dataset_name is None:
+        raise GalaxyDistillError("evaluate needs --dataset (or a --run that names it)")
+    dataset = load_prepared(dataset_name)
+    run_model = None
+    if run_settings.get("experts"):
+        from galaxy_distill.experts import ExpertStore
+
+        run_model = ExpertStore(run_settings["experts"], verify=False).model_spec.model_dump()
+    results = evaluate(settings, dataset, run_model)
+    target = out or (settings.run / "evaluation.json" if settings.run is not None and settings.run.is_dir()
+                     else workspace_dir() / "evaluations" / f"{dataset.name}.json")
+    write_json(target, {"settings": settings.model_dump(mode="json"), "results": results})
+    typer.echo(results_table(results))
+    typer.echo(f"wrote {target}")
+
+
+@app.command("report")
+def report_command(run: Annotated[Path, typer.Argument(help="A distillation run directory.")]) -> None:
+    """Write an HTML report of a run (not yet built)."""
+    raise GalaxyDistillError("the report command is not built yet (see the Reports issue)")
+
+
+@app.command("demo")
+def demo_command(out: OutOption = None) -> None:
+    """Generate a small SimZoo set, train experts, distil IPC 1 with STM and compare with random real images (CPU, minutes)."""
+    from galaxy_distill.demo import run_demo
+
+    run_demo(out)
 
 
 def main() -> None:

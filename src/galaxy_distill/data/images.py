@@ -85,7 +85,8 @@ def load_cutouts(
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         futures = [pool.submit(work, i) for i in range(len(paths))]
         try:
-            for future in tqdm(futures, desc=description, unit="img", leave=False):
+            # disable=None: a progress bar only on a terminal, so piped stderr holds just the messages.
+            for future in tqdm(futures, desc=description, unit="img", leave=False, disable=None):
                 future.result()
         except BaseException:
             # Without this the pool would still decode every remaining image before the error shows.

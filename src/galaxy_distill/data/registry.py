@@ -134,7 +134,7 @@ class PreparedDataset:
 
     def normalize(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 NHWC -> float32 NCHW, standardised per channel (and ZCA-whitened if prepared so)."""
-        pixels = torch.as_tensor(images).permute(0, 3, 1, 2).float().div_(255.0)
+        pixels = torch.as_tensor(images).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
         mean = torch.tensor(self.meta["channel_mean"]).view(1, -1, 1, 1)
         std = torch.tensor(self.meta["channel_std"]).view(1, -1, 1, 1)
         normalized = (pixels - mean) / std

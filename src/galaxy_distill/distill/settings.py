@@ -1,0 +1,45 @@
+"""Settings of a distillation run (`galaxy-distill distill`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from galaxy_distill.config import Settings
+
+
+class DistillSettings(Settings):
+    dataset: str
+    experts: Path
+    method: Literal["mtt", "stm"] = "stm"
+    ipc: int = Field(1, ge=1)
+    syn_steps: int = Field(20, ge=1)
+    expert_epochs: int = Field(1, ge=1)
+    max_start_epoch: int = Field(10, ge=1)
+    iterations: int = Field(5000, ge=1)
+    batch_syn: int | None = Field(None, ge=1)
+    init: Literal["real", "noise"] = "real"
+    lr_img: float = Field(1000.0, gt=0)
+    momentum_img: float = Field(0.5, ge=0, lt=1)
+    lr_init: float = Field(0.01, gt=0)
+    lr_lr: float = Field(0.01, ge=0)
+    lr_per_stage: bool = False
+    augment: str = "color_crop_cutout_flip_scale_rotate"
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = Field(500, ge=1)
+    eval_nets: int = Field(2, ge=1)
+    eval_epochs: int = Field(300, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+    snapshot_every: int = Field(100, ge=1)
+    tensorboard: bool = False
+    stm_lambda: float = Field(5.0, gt=0)
+    stm_rise: float = Field(3.0, gt=0)
+    stm_check_every: int = Field(10, ge=1)
+    stm_patience: int = Field(1000, ge=1)
+    stm_decay: float = Field(0.8, gt=0, lt=1)
+    stm_decay_every: int = Field(50, ge=1)
+    stm_stop_factor: float = Field(0.01, gt=0, lt=1)
+

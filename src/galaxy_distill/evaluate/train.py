@@ -1,0 +1,109 @@
+"""The standard evaluation protocol: train fresh networks on an image set, test them.
+
+As in MTT: SGD with momentum 0.9 and weight decay 5e-4, the learned step size as the
+learning rate, x0.1 at half the epochs, differentiable augmentation on every batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from galaxy_distill.data.augment import DiffAugment
+from galaxy_distill.models.spec import ModelSpec
+from galaxy_distill.runtime import seeded_generator
+
+
+@dataclass(frozen=True)
+class TrainingProtocol:
+    epochs: int = 1000
+    lr: float = 0.01
+    batch_size: int = 256
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: str = "color_crop_cutout_flip_scale_rotate"
+
+
+@dataclass
+class Accuracy:
+    overall: float
+    per_class: list[float]
+    confusion: list[list[int]]
+
+
+@dataclass
+class EvaluationSummary:
+    accuracies: list[float]
+    per_class_mean: list[float]
+    confusion_total: list[list[int]]
+    per_network: list[Accuracy] = field(repr=False, default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.accuracies))
+
+
+def train_network(spec: ModelSpec, images: torch.Tensor, labels: torch.Tensor, protocol: TrainingProtocol,
+                  seed: int, device: torch.device) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = spec.build().to(device)
+    generator = seeded_generator(seed)
+    augment = DiffAugment(strategy=protocol.augment)
+    optimizer = torch.optim.SGD(network.parameters(), lr=protocol.lr, momentum=protocol.momentum,
+                                weight_decay=protocol.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[protocol.epochs // 2], gamma=0.1)
+    images, labels = images.to(device), labels.to(device)
+    batch_size = min(protocol.batch_size, len(images))
+    network.train()
+    for _ in range(protocol.epochs):
+        order = torch.randperm(len(images), generator=generator).to(device)
+        for start in range(0, len(images), batch_size):
+            indices = order[start : start + batch_size]
+            batch = augment(images[indices], generator)
+            loss = F.cross_entropy(network(batch), labels[indices])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+    return network
+
+
+@torch.no_grad()
+def measure_accuracy(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                     device: torch.device, chunk: int = 512) -> Accuracy:
+    network.eval()
+    predictions = torch.cat([network(images[i : i + chunk].to(device)).argmax(-1).cpu() for i in range(0, len(images), chunk)])
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    confusion.index_put_((labels.cpu(), predictions), torch.ones_like(predictions), accumulate=True)
+    per_class = (confusion.diag().float() / confusion.sum(1).clamp_min(1)).tolist()
+    return Accuracy(float((predictions == labels.cpu()).float().mean()), per_class, confusion.tolist())
+
+
+def evaluate_image_set(spec: ModelSpec, train: tuple[torch.Tensor, torch.Tensor],
+                       tests: dict[str, tuple[torch.Tensor, torch.Tensor]], protocol: TrainingProtocol,
+                       num_networks: int, seed: int, device: torch.device,
+                       description: str = "evaluating") -> dict[str, EvaluationSummary]:
+    """Train `num_networks` fresh networks on `train`; accuracy on each named test set."""
+    results: dict[str, list[Accuracy]] = {name: [] for name in tests}
+    for index in tqdm(range(num_networks), desc=description, unit="net", leave=False):
+        network = train_network(spec, *train, protocol, seed=seed * 7919 + index, device=device)
+        for name, (images, labels) in tests.items():
+            results[name].append(measure_accuracy(network, images, labels, spec.num_classes, device))
+    return {
+        name: EvaluationSummary(
+            [r.overall for r in found],
+            np.mean([r.per_class for r in found], axis=0).tolist(),
+            np.sum([r.confusion for r in found], axis=0).tolist(),
+            found,
+        )
+        for name, found in results.items()
+    }

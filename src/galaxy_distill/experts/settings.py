@@ -1,0 +1,25 @@
+"""Settings of expert training (`galaxy-distill experts`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from galaxy_distill.config import Settings
+
+
+class ExpertSettings(Settings):
+    dataset: str
+    model: str = "convnet"
+    depth: int | None = Field(None, ge=1)
+    width: int = Field(128, ge=1)
+    norm: str | None = None
+    num_experts: int = Field(5, ge=1)
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(256, ge=1)
+    augment: str = "color_crop_cutout_flip_scale_rotate"
+    parallel: int = Field(10, ge=1)
+    seed: int = 0
+    device: str = "auto"

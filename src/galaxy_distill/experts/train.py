@@ -1,0 +1,143 @@
+"""Train expert networks on real data and store their parameter trajectories.
+
+Experts are trained `parallel` at a time as one stacked parameter tensor through
+`torch.func.vmap`, so a GPU runs many small networks per kernel launch. A group of
+experts shares one random stream (shuffles, augmentation); an expert is thus defined
+by (seed, group), and a resumed run redoes only unfinished groups, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from galaxy_distill.data.augment import DiffAugment
+from galaxy_distill.data.registry import PreparedDataset
+from galaxy_distill.errors import GalaxyDistillError
+from galaxy_distill.experts.settings import ExpertSettings
+from galaxy_distill.experts.store import MANIFEST_FILE, expert_file_name
+from galaxy_distill.models.functional import FlatParams
+from galaxy_distill.models.spec import ModelSpec
+from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator
+from galaxy_distill.store import read_json, save_tensors, write_json
+
+
+def model_spec_for(settings: ExpertSettings, dataset: PreparedDataset) -> ModelSpec:
+    channels, height, _ = dataset.image_shape
+    return ModelSpec(name=settings.model, channels=channels, num_classes=dataset.num_classes, image_size=height,
+                     depth=settings.depth, width=settings.width, norm=settings.norm)
+
+
+@torch.no_grad()
+def batched_accuracy(flat_view: FlatParams, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+                     chunk: int = 512) -> torch.Tensor:
+    """Accuracy of each of the E stacked networks on (images, labels); returns shape (E,)."""
+    correct = torch.zeros(flats.shape[0], device=flats.device)
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk]
+        logits = flat_view.batched_forward(flats, x)
+        correct += (logits.argmax(-1) == labels[start : start + chunk]).sum(-1)
+    return correct / len(images)
+
+
+def _train_group(settings: ExpertSettings, flat_view: FlatParams, expert_ids: list[int], train: tuple[torch.Tensor, torch.Tensor],
+                 test: tuple[torch.Tensor, torch.Tensor], augment: DiffAugment, progress: tqdm) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = train
+    device = images.device
+    group_seed = settings.seed * 1_000_003 + expert_ids[0]
+    generator = seeded_generator(group_seed)
+    flats = torch.stack([flat_view.init_flat(generator) for _ in expert_ids]).to(device)
+    velocity = torch.zeros_like(flats)
+    count = len(expert_ids)
+    trajectory = torch.empty(count, settings.epochs + 1, flats.shape[1])
+    trajectory[:, 0] = flats.cpu()
+    accuracy = torch.empty(count, settings.epochs)
+    num_images = len(images)
+    batch_size = min(settings.batch_size, num_images)
+    for epoch in range(settings.epochs):
+        order = torch.stack([torch.randperm(num_images, generator=generator) for _ in expert_ids]).to(device)
+        for start in range(0, num_images, batch_size):
+            batch = order[:, start : start + batch_size]
+            x = images[batch]
+            draw = augment.draw(x.shape[0] * x.shape[1], x.shape[-1], generator, device)
+            x = augment.apply(x.flatten(0, 1), draw).view_as(x)
+            flats.requires_grad_(True)
+            logits = flat_view.batched_forward(flats, x)
+            loss = F.cross_entropy(logits.flatten(0, 1), labels[batch].flatten(), reduction="sum") / batch.shape[1]
+            (gradient,) = torch.autograd.grad(loss, flats)
+            with torch.no_grad():
+                flats = flats.detach()
+                if settings.weight_decay:
+                    gradient = gradient + settings.weight_decay * flats
+                velocity = settings.momentum * velocity + gradient
+                flats = flats - settings.lr * velocity
+            if not torch.isfinite(loss):
+                raise GalaxyDistillError(f"expert training diverged (loss {float(loss)}) in epoch {epoch + 1}; lower --lr")
+        trajectory[:, epoch + 1] = flats.cpu()
+        accuracy[:, epoch] = batched_accuracy(flat_view, flats, *test).cpu()
+        progress.set_postfix(test_acc=f"{accuracy[:, epoch].mean():.3f}")
+        progress.update(count)
+    return trajectory, accuracy
+
+
+def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: Path) -> Path:
+    """Train (or finish training) the expert store in out_dir; returns the manifest path."""
+    device = resolve_device(settings.device)
+    configure_backends(device)
+    spec = model_spec_for(settings, dataset)
+    flat_view = FlatParams(spec.build().to(device))
+    resolved = json.loads(settings.model_dump_json())
+    manifest_path = out_dir / MANIFEST_FILE
+    if manifest_path.is_file():
+        manifest = read_json(manifest_path)
+        if manifest.get("settings") != resolved:
+            raise GalaxyDistillError(
+                f"{manifest_path}: an expert store with different settings exists here; use another --out or the same settings"
+            )
+    else:
+        manifest = {
+            "settings": resolved,
+            "dataset": {"name": dataset.name, "directory": str(dataset.directory), "images_sha256": dataset.meta["images_sha256"]},
+            "model": json.loads(spec.model_dump_json()),
+            "param_count": flat_view.total,
+            "parameter_layout": [{"name": n, "shape": list(s)} for n, s in zip(flat_view.names, flat_view.shapes)],
+            "experts": [],
+        }
+    done = {entry["id"] for entry in manifest["experts"]}
+    train = tuple(t.to(device) for t in dataset.tensors("train"))
+    test = tuple(t.to(device) for t in dataset.tensors("test"))
+    augment = DiffAugment(strategy=settings.augment)
+    groups = [list(range(g, min(g + settings.parallel, settings.num_experts))) for g in range(0, settings.num_experts, settings.parallel)]
+    progress = tqdm(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
+                    desc="experts (expert-epochs)", unit="ep")
+    for expert_ids in groups:
+        if all(i in done for i in expert_ids):
+            continue
+        started = time.perf_counter()
+        trajectory, accuracy = _train_group(settings, flat_view, expert_ids, train, test, augment, progress)
+        seconds = time.perf_counter() - started
+        for position, expert_id in enumerate(expert_ids):
+            if expert_id in done:
+                continue
+            file_name = expert_file_name(expert_id)
+            digest = save_tensors(out_dir / file_name, {"trajectory": trajectory[position]})
+            manifest["experts"].append({
+                "id": expert_id, "file": file_name, "sha256": digest,
+                "test_accuracy": accuracy[position].tolist(), "group_seconds": seconds,
+            })
+        manifest["experts"].sort(key=lambda e: e["id"])
+        write_json(manifest_path, manifest)
+    progress.close()
+    return manifest_path
+
+
+def summarize(manifest: dict[str, Any]) -> dict[str, float]:
+    final = torch.tensor([entry["test_accuracy"][-1] for entry in manifest["experts"]])
+    return {"experts": len(final), "final_test_acc_mean": float(final.mean()),
+            "final_test_acc_std": float(final.std()) if len(final) > 1 else 0.0}
