@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from gz2_fixtures import make_hart16_root, standard_catalogue
 from shared_paths import GZ1_ROOT
@@ -82,6 +83,25 @@ def test_bad_input_is_one_error_line_and_exit_code_2(
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(errors) == 1, errors
     assert errors[0].startswith("error: ") and message in errors[0]
+
+
+def test_unreadable_image_error_is_alone_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = pd.read_csv(GZ1_ROOT / "labels.csv", dtype={"OBJID": str})
+    chosen = labels[labels["CLASS"].isin([0, 1, 3])].groupby("CLASS").head(3)
+    (tmp_path / "gz1" / "images").mkdir(parents=True)
+    chosen.to_csv(tmp_path / "gz1" / "labels.csv", index=False)
+    for objid in chosen["OBJID"]:
+        (tmp_path / "gz1" / "images" / f"{objid}.jpeg").write_bytes((GZ1_ROOT / "images" / f"{objid}.jpeg").read_bytes())
+    broken = tmp_path / "gz1" / "images" / f"{chosen['OBJID'].iloc[4]}.jpeg"
+    broken.write_bytes(b"junk")
+    monkeypatch.setattr(sys, "argv", ["galaxy-distill", "data", "prepare", "gz1-sdss", "--root", str(tmp_path / "gz1"),
+                                      "--per-class", "3", "--size", "16"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {broken}: not a readable image")
 
 
 def test_installed_command_reports_bad_input_without_traceback(tmp_path: Path, workspace: Path) -> None:

@@ -131,11 +131,11 @@ def mean_abs_correlation(features: np.ndarray) -> float:
 
 
 def test_zca_whitening_round_trips_to_display(tmp_path: Path) -> None:
-    whitened = load_prepared(prepare(gz1_settings(size=16, zca=True), out_dir=tmp_path / "zca").directory)
+    whitened = load_prepared(prepare(gz1_settings(size=8, zca=True), out_dir=tmp_path / "zca").directory)
     assert whitened.uses_zca
     images = whitened.images("train")
     normalized = whitened.normalize(images)
-    assert normalized.shape == (len(images), 3, 16, 16)
+    assert normalized.shape == (len(images), 3, 8, 8)
     np.testing.assert_array_equal(whitened.to_display(normalized), images)
 
     mean, std = np.array(whitened.meta["channel_mean"]), np.array(whitened.meta["channel_std"])
