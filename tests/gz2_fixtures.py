@@ -99,7 +99,7 @@ class Galaxy:
         return self.fractions[question][answers.index(answer)]
 
     def question_votes(self, question: str) -> int:
-        return self.votes.get(question, int(round(CLASSIFICATIONS * self.reach(question))))
+        return self.votes.get(question, round(CLASSIFICATIONS * self.reach(question)))
 
 
 def uniform() -> dict[str, list[float]]:
@@ -165,7 +165,7 @@ def hart16_table(galaxies: list[Galaxy]) -> pd.DataFrame:
         for question, _, answers, _ in TREE:
             votes = galaxy.question_votes(question)
             for answer, fraction in zip(answers, galaxy.fractions[question]):
-                count = int(round(votes * fraction))
+                count = round(votes * fraction)
                 total_votes += count
                 prefix = f"{question}_{answer}"
                 row.update({

@@ -108,7 +108,7 @@ def test_installed_command_reports_bad_input_without_traceback(tmp_path: Path, w
     command = Path(sys.executable).with_name("galaxy-distill")
     result = subprocess.run(
         [str(command), "data", "prepare", "gz1-sdss", "--root", str(tmp_path / "nowhere")],
-        capture_output=True, text=True, env={**os.environ, "GALAXY_DISTILL_HOME": str(workspace)}, timeout=120,
+        check=False, capture_output=True, text=True, env={**os.environ, "GALAXY_DISTILL_HOME": str(workspace)}, timeout=120,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
