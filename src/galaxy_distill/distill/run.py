@@ -132,7 +132,8 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     flat_view = FlatParams(store.model_spec.build().to(device))
     images, labels = initial_images(settings, dataset)
     batch_size = min(settings.batch_syn or len(images), len(images))
-    inner = InnerLoop(flat_view, settings.syn_steps, batch_size, DiffAugment(strategy=settings.augment))
+    inner = InnerLoop(flat_view, settings.syn_steps, batch_size, DiffAugment(strategy=settings.augment),
+                      chunk_size=settings.batch_chunk)
     images = images.to(device).requires_grad_(True)
     labels = labels.to(device)
     stages = settings.max_start_epoch if (settings.lr_per_stage and settings.method == "stm") else 1
@@ -177,7 +178,7 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
                        snapshots / f"iter_{tag:06d}.png", per_class=min(settings.ipc, 10), title=f"iteration {tag}")
 
     def current_step_size() -> float:
-        return float(log_step_sizes[schedule.stage % stages].exp())
+        return float(log_step_sizes[schedule.stage % stages].detach().exp())
 
     def save_state() -> None:
         tensors = {"images": images, "log_step_sizes": log_step_sizes, "best_images": best_images,
@@ -204,10 +205,12 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
         target = store.parameters_at(expert, start_epoch + settings.expert_epochs).to(device, non_blocking=True)
         for group in pixel_optimizer.param_groups:
             group["lr"] = settings.lr_img * schedule.pixel_lr_factor()
-        loss = inner.matching_loss(images, labels, log_step_sizes[stage].exp(), start, target, generator)
-        pixel_optimizer.zero_grad(set_to_none=True)
-        step_size_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        step_size = log_step_sizes[stage].detach().exp()
+        gradients = inner.loss_and_gradients(images, labels, step_size, start, target, generator)
+        loss = gradients.loss
+        images.grad = gradients.images
+        log_step_sizes.grad = torch.zeros_like(log_step_sizes)
+        log_step_sizes.grad[stage] = gradients.step_size * step_size
         if not torch.isfinite(loss) or not torch.isfinite(images.grad).all():
             raise GalaxyDistillError(
                 f"non-finite matching loss or pixel gradient at iteration {iteration + 1}; lower --lr-img or --lr-init"
@@ -219,8 +222,8 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
         if probe_epoch is not None:
             probe_start = store.parameters_at(expert, probe_epoch).to(device)
             probe_target = store.parameters_at(expert, probe_epoch + settings.expert_epochs).to(device)
-            probe_loss = float(inner.matching_loss(images, labels, log_step_sizes[stage].exp(), probe_start,
-                                                   probe_target, generator, differentiable=False))
+            probe_loss = float(inner.unrolled_loss(images, labels, step_size, probe_start, probe_target, generator,
+                                                   differentiable=False))
         iteration += 1
         new_events = schedule.observe(iteration, probe_loss)
         for event in new_events:

@@ -19,7 +19,9 @@ class DistillSettings(Settings):
     expert_epochs: int = Field(1, ge=1)
     max_start_epoch: int = Field(10, ge=1)
     iterations: int = Field(5000, ge=1)
-    batch_syn: int | None = Field(None, ge=1)
+    batch_syn: int | None = Field(None, ge=1, description="synthetic images per inner step (default: all)")
+    batch_chunk: int | None = Field(
+        None, ge=1, description="images per chunk of an inner step's batch: caps memory, same gradients (default: whole batch)")
     init: Literal["real", "noise"] = "real"
     lr_img: float = Field(1000.0, gt=0)
     momentum_img: float = Field(0.5, ge=0, lt=1)

@@ -1,0 +1,119 @@
+"""Seconds per outer distillation iteration and peak GPU memory, on the reference MTT configs.
+
+One outer iteration, as in ../shared/bench/mtt_reference_h200.json: a fresh student at an
+expert checkpoint, syn_steps unrolled steps on augmented synthetic batches (DSA, single
+mode as MTT), the matching loss, its gradients w.r.t. pixels and step size, and the
+optimiser steps. ConvNet depth 3, width 128, instance norm. 2 warm-up, `--timed` timed
+iterations, median; peak memory from torch.cuda.max_memory_allocated.
+
+    python bench/distill_speed.py [--configs NAME ...] [--timed 8] [--out bench/results/distill_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, environment  # noqa: E402
+
+from galaxy_distill.data.augment import DiffAugment  # noqa: E402
+from galaxy_distill.distill.matching import InnerLoop  # noqa: E402
+from galaxy_distill.models import build_model  # noqa: E402
+from galaxy_distill.models.functional import FlatParams  # noqa: E402
+from galaxy_distill.runtime import configure_backends, seeded_generator  # noqa: E402
+from galaxy_distill.store import write_json  # noqa: E402
+
+REFERENCE = Path(__file__).resolve().parent / "mtt_reference_h200.json"
+
+
+def chunk_for(config: dict) -> int | None:
+    """Images per chunk of an inner step: bounded activation memory at large batch x resolution."""
+    pixels = config["batch_syn"] * config["resolution"] ** 2
+    budget = 100 * 32 * 32 if config["resolution"] <= 32 else 30 * 128 * 128
+    return None if pixels <= budget else max(1, budget // config["resolution"] ** 2)
+
+
+def measure(config: dict, timed: int, device: torch.device, chunk: int | None) -> dict:
+    torch.manual_seed(0)
+    module = build_model("convnet", config["channels"], config["classes"], config["resolution"], depth=3, width=128,
+                         norm="instancenorm").to(device)
+    flat_view = FlatParams(module)
+    generator = seeded_generator(0)
+    start = flat_view.init_flat(generator)
+    target = start + 0.01 * torch.randn(start.shape, generator=generator).to(device)
+    count = config["classes"] * config["ipc"]
+    images = torch.randn(count, config["channels"], config["resolution"], config["resolution"], device=device,
+                         requires_grad=True)
+    labels = torch.arange(config["classes"], device=device).repeat_interleave(config["ipc"])
+    log_step = torch.tensor(-4.6, device=device, requires_grad=True)
+    pixel_optimizer = torch.optim.SGD([images], lr=1000.0, momentum=0.5)
+    step_optimizer = torch.optim.Adam([log_step], lr=0.01)
+    inner = InnerLoop(flat_view, config["syn_steps"], min(config["batch_syn"], count), DiffAugment(), chunk_size=chunk)
+    torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for iteration in range(2 + timed):
+        torch.cuda.synchronize(device)
+        began = time.perf_counter()
+        step = log_step.detach().exp()
+        gradients = inner.loss_and_gradients(images, labels, step, start, target, generator)
+        images.grad = gradients.images
+        log_step.grad = gradients.step_size * step
+        pixel_optimizer.step()
+        step_optimizer.step()
+        torch.cuda.synchronize(device)
+        if iteration >= 2:
+            times.append(time.perf_counter() - began)
+    return {"s_per_iter": statistics.median(times), "times": times,
+            "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30, "batch_chunk": chunk,
+            "loss_last": float(gradients.loss)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="*", help="config names (default: all nine)")
+    parser.add_argument("--timed", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=RESULTS / "distill_speed.json")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("distill_speed needs a CUDA GPU")
+    device = torch.device("cuda")
+    configure_backends(device)
+    reference = json.loads(REFERENCE.read_text())
+    rows = []
+    for config in reference["configs"]:
+        if args.configs and config["name"] not in args.configs:
+            continue
+        try:
+            ours = measure(config, args.timed, device, chunk_for(config))
+        except torch.cuda.OutOfMemoryError:
+            ours = {"s_per_iter": None, "peak_mem_gib": None, "note": "out of memory"}
+        except RuntimeError as exc:
+            ours = {"s_per_iter": None, "peak_mem_gib": None, "note": f"failed: {exc}"[:500]}
+        torch.cuda.empty_cache()
+        entry = {"name": config["name"], **{k: config[k] for k in ("channels", "resolution", "classes", "ipc", "syn_steps", "batch_syn")},
+                 **ours, "reference_s_per_iter": config["s_per_iter"], "reference_peak_mem_gib": config["peak_mem_gib"]}
+        if ours["s_per_iter"] and config["s_per_iter"]:
+            entry["speedup"] = config["s_per_iter"] / ours["s_per_iter"]
+        if ours["peak_mem_gib"] and config["peak_mem_gib"]:
+            entry["memory_ratio"] = ours["peak_mem_gib"] / config["peak_mem_gib"]
+        rows.append(entry)
+        print(f"{entry['name']:18s} ours {ours['s_per_iter'] or float('nan'):7.3f} s/it {ours['peak_mem_gib'] or float('nan'):7.2f} GiB | "
+              f"reference {config['s_per_iter'] or float('nan'):7.3f} s/it {config['peak_mem_gib'] or float('nan'):7.2f} GiB | "
+              f"speed-up {entry.get('speedup', float('nan')):5.2f}x memory {entry.get('memory_ratio', float('nan')):5.3f}x", flush=True)
+    write_json(args.out, {"what": "galaxy_distill outer distillation iteration (reverse-mode matching, DSA single mode), "
+                                  "same configs as the reference", **environment(),
+                          "engine": "reverse-mode checkpointed matching", "configs": rows})
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Experts -> distillation (MTT and/or STM) -> evaluation with baselines, timed, into one results JSON.
+
+    python bench/pipeline.py --dataset gz1-64 --num-experts 10 --expert-epochs 15 --ipc 1 \
+        --methods stm mtt --iterations 300 --out bench/results/smoke_gz1_64.json
+
+The dataset must be prepared (`galaxy-distill data prepare ...`) in the workspace
+(GALAXY_DISTILL_HOME). Entries of `results` follow the results schema: dataset,
+resolution, ipc, method, acc_mean, acc_std, n_eval, selection, architecture, wall_s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, environment  # noqa: E402
+
+from galaxy_distill.config import workspace_dir  # noqa: E402
+from galaxy_distill.data import load_prepared  # noqa: E402
+from galaxy_distill.distill.run import distill  # noqa: E402
+from galaxy_distill.distill.settings import DistillSettings  # noqa: E402
+from galaxy_distill.evaluate.checkpoints import validation_evaluator  # noqa: E402
+from galaxy_distill.evaluate.run import evaluate, results_table  # noqa: E402
+from galaxy_distill.evaluate.settings import EvaluateSettings  # noqa: E402
+from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts  # noqa: E402
+from galaxy_distill.experts.train import summarize  # noqa: E402
+from galaxy_distill.store import read_json, write_json  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--num-experts", type=int, default=10)
+    parser.add_argument("--expert-epochs", type=int, default=15)
+    parser.add_argument("--expert-batch", type=int, default=256)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--ipc", type=int, nargs="+", default=[1])
+    parser.add_argument("--methods", nargs="+", default=["stm", "mtt"])
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--syn-steps", type=int, default=20)
+    parser.add_argument("--max-start-epoch", type=int, default=10)
+    parser.add_argument("--lr-img", type=float, default=1000.0)
+    parser.add_argument("--stm-patience", type=int, default=1000)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--baselines", nargs="*", default=["random", "class_average", "full"])
+    parser.add_argument("--architectures", nargs="+", default=["convnet"])
+    parser.add_argument("--num-eval", type=int, default=5)
+    parser.add_argument("--eval-epochs", type=int, default=1000)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    dataset = load_prepared(args.dataset)
+    record = {**environment(), "dataset": dataset.name, "results": [], "stages": {}}
+    began = time.perf_counter()
+    experts_dir = workspace_dir() / "experts" / f"{dataset.name}-w{args.width}"
+    expert_settings = ExpertSettings(dataset=dataset.name, num_experts=args.num_experts, epochs=args.expert_epochs,
+                                     batch_size=args.expert_batch, width=args.width, parallel=args.num_experts,
+                                     device=args.device)
+    started = time.perf_counter()
+    manifest = train_experts(expert_settings, dataset, experts_dir)
+    record["stages"]["experts"] = {"wall_s": time.perf_counter() - started, **summarize(read_json(manifest)),
+                                   "settings": expert_settings.model_dump(mode="json")}
+    print(f"experts: {record['stages']['experts']}", flush=True)
+    store = ExpertStore(experts_dir)
+    model = store.model_spec.model_dump()
+    for ipc in args.ipc:
+        first = True
+        for method in args.methods:
+            settings = DistillSettings(
+                dataset=dataset.name, experts=experts_dir, method=method, ipc=ipc, syn_steps=args.syn_steps,
+                max_start_epoch=args.max_start_epoch, iterations=args.iterations, lr_img=args.lr_img,
+                stm_patience=args.stm_patience, eval_every=args.eval_every, eval_nets=2, eval_epochs=300,
+                device=args.device, checkpoint_every=100, snapshot_every=100,
+            )
+            run_dir = workspace_dir() / "runs" / f"{dataset.name}-{method}-ipc{ipc}"
+            started = time.perf_counter()
+            result = distill(settings, dataset, store, run_dir, evaluator=validation_evaluator(store.model_spec, dataset, settings),
+                             resume=True)
+            distill_wall = time.perf_counter() - started
+            record["stages"][f"distill-{method}-ipc{ipc}"] = {
+                "wall_s": distill_wall, "iterations": result.iterations, "best_val_accuracy": result.best_val_accuracy,
+                "best_iteration": result.best_iteration, "settings": settings.model_dump(mode="json"),
+                "best_on_test": max((row["test_accuracy"] for row in read_json(run_dir / "checkpoint.json")["metrics"]
+                                     if row["test_accuracy"] is not None), default=None),
+            }
+            eval_settings = EvaluateSettings(run=run_dir, baselines=args.baselines if first else [], num_eval=args.num_eval,
+                                             epochs=args.eval_epochs, architectures=args.architectures, device=args.device)
+            results = evaluate(eval_settings, dataset, model)
+            for entry in results:
+                if entry["method"] == method:
+                    entry["distill_wall_s"] = distill_wall
+            record["results"] += results
+            print(results_table(results), flush=True)
+            write_json(args.out, {**record, "wall_s": time.perf_counter() - began})
+            first = False
+    record["wall_s"] = time.perf_counter() - began
+    write_json(args.out, record)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""STM's self-adaptive schedule on planted probe-loss series, and MTT's fixed one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from galaxy_distill.distill.schedule import FixedSchedule, SelfAdaptiveSchedule
+
+
+def run(schedule: SelfAdaptiveSchedule, series, first_iteration: int = 1) -> list:
+    events = []
+    for iteration, value in enumerate(series, start=first_iteration):
+        schedule.start_epoch(iteration, np.random.default_rng(0))
+        events += schedule.observe(iteration, value if schedule.probe_epoch() is not None else None)
+    return events
+
+
+def test_cap_grows_on_a_clearly_decreasing_probe_loss():
+    rng = np.random.default_rng(0)
+    schedule = SelfAdaptiveSchedule(max_start_epoch=5, max_iterations=10_000, patience=1000)
+    decreasing = 1.0 - 0.01 * np.arange(60) + 0.01 * rng.standard_normal(60)
+    events = run(schedule, decreasing)
+    grows = [e for e in events if e.kind == "grow"]
+    assert grows and grows[0].detail["reason"] == "probe loss decreasing"
+    assert grows[0].iteration % 10 == 0 and grows[0].detail["r"] < -5 * grows[0].detail["threshold"]
+    assert schedule.cap == 1 + len(grows) and schedule.probe_series != decreasing.tolist()
+
+
+def test_cap_grows_on_a_rising_probe_loss():
+    schedule = SelfAdaptiveSchedule(max_start_epoch=5, max_iterations=10_000)
+    events = run(schedule, 1.0 + 0.01 * np.arange(40))
+    assert events and events[0].detail["reason"] == "probe loss rising"
+
+
+def test_flat_probe_loss_never_grows_and_falls_back_to_fine_tuning():
+    rng = np.random.default_rng(1)
+    schedule = SelfAdaptiveSchedule(max_start_epoch=5, max_iterations=10_000, patience=200, decay_every=50,
+                                    stop_factor=0.5)
+    flat = 1.0 + 0.01 * rng.standard_normal(600)
+    events = run(schedule, flat[:199])
+    assert events == [] and schedule.cap == 1 and schedule.pixel_lr_factor() == 1.0
+    events = run(schedule, flat[199:200], first_iteration=200)
+    assert [e.kind for e in events] == ["fine_tune"]
+    assert schedule.probe_epoch() is None
+    schedule.observe(250, None)
+    assert schedule.pixel_lr_factor() == 0.8
+    schedule.observe(400, None)
+    assert schedule.pixel_lr_factor() < 0.5 and schedule.finished(400)
+
+
+def test_start_epochs_cycle_through_the_pool_and_state_round_trips():
+    schedule = SelfAdaptiveSchedule(max_start_epoch=4, max_iterations=100, cap=3)
+    rng = np.random.default_rng(0)
+    assert [schedule.start_epoch(i, rng) for i in range(6)] == [0, 1, 2, 0, 1, 2]
+    copy = SelfAdaptiveSchedule(max_start_epoch=4, max_iterations=100)
+    copy.load_state_dict(schedule.state_dict())
+    assert copy == schedule
+
+
+def test_cap_stops_at_the_max_start_epoch():
+    schedule = SelfAdaptiveSchedule(max_start_epoch=2, max_iterations=10_000)
+    run(schedule, 1.0 - 0.01 * np.arange(300))
+    assert schedule.cap == 2 and schedule.probe_epoch() is None
+
+
+def test_fixed_schedule_draws_uniform_start_epochs():
+    schedule = FixedSchedule(max_start_epoch=3, iterations=10)
+    rng = np.random.default_rng(0)
+    draws = {schedule.start_epoch(i, rng) for i in range(100)}
+    assert draws == {0, 1, 2} and schedule.probe_epoch() is None and schedule.finished(10)
