@@ -26,7 +26,7 @@ from galaxy_distill.errors import GalaxyDistillError
 MOMENT_ITERATIONS = 8
 MIN_AXIS_RATIO = 0.15
 """Deprojection is capped here: an edge-on disk cannot be turned face-on from its image."""
-BAR_RINGS = np.linspace(0.15, 0.6, 6)
+BAR_RINGS = np.linspace(0.2, 0.7, 6)
 """Ring edges, in units of the elliptical R50, where a bar would lie (inside the disk's half-light radius)."""
 ARM_RINGS = np.linspace(0.6, 1.8, 7)
 """Ring edges, in units of R50, of the outer disk where spiral arms carry most of their contrast."""

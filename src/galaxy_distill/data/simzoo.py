@@ -133,7 +133,7 @@ class SharedRecipe:
 
 DISK_INCLINATION: Range = (0.0, 65.0)
 EDGE_ON_INCLINATION: Range = (80.0, 90.0)
-SPIRAL_KNOTS = (15, 60)
+SPIRAL_KNOTS = (10, 40)
 
 CLASS_RECIPES: dict[str, ClassRecipe] = {
     "smooth-round": ClassRecipe(radius=(2.0, 5.0), bulge_fraction=(1.0, 1.0), bulge_sersic_n=(3.0, 5.5),
@@ -451,7 +451,7 @@ def build(settings: PrepareSettings) -> SourceImages:
     tasks = [(settings.seed, k, i, settings.size, settings.crop_fraction)
              for k in range(len(GZ2_CLASSES)) for i in range(settings.per_class)]
     workers = min(settings.workers or default_workers(), len(tasks))
-    progress = {"total": len(tasks), "desc": "simulating simzoo", "unit": "img", "leave": False}
+    progress = {"total": len(tasks), "desc": "simulating simzoo", "unit": "img", "leave": False, "disable": None}
     if workers == 1:
         results = [_simulate(task) for task in tqdm(tasks, **progress)]
     else:
