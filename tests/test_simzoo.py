@@ -1,6 +1,6 @@
 """SimZoo: reproducible simulated galaxies whose class-defining features are really there.
 
-One set of 100 galaxies per class at 64 px is simulated once (two worker processes) and
+One set of 80 galaxies per class at 64 px is simulated once (two worker processes) and
 shared by the tests: morphology measured on it, the ground-truth check, and a small ConvNet.
 """
 
@@ -19,12 +19,12 @@ from galaxy_distill.data import morphology
 from galaxy_distill.data.base import GZ2_CLASSES, PrepareSettings, SourceImages
 from galaxy_distill.data.images import crop_and_resize
 from galaxy_distill.data.registry import load_prepared, prepare
-from galaxy_distill.data.simzoo import build, render_stamp
+from galaxy_distill.data.simzoo import CLASS_RECIPES, build, render_stamp
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.evaluate.ground_truth import DEFINING_FEATURES, ground_truth_check
 from galaxy_distill.models import build_model
 
-PER_CLASS = 100
+PER_CLASS = 80
 SIZE = 64
 
 
@@ -57,13 +57,13 @@ def test_a_galaxy_depends_only_on_seed_class_and_index_not_on_workers(simulated:
 
 def test_the_table_holds_every_parameter_needed_to_redraw_an_image(simulated: SourceImages) -> None:
     assert simulated.images.shape == (9 * PER_CLASS, SIZE, SIZE, 3) and simulated.images.dtype == np.uint8
-    assert simulated.class_names == list(GZ2_CLASSES)
+    assert simulated.class_names == list(GZ2_CLASSES) and set(CLASS_RECIPES) == set(GZ2_CLASSES)
     np.testing.assert_array_equal(np.bincount(simulated.labels), [PER_CLASS] * 9)
     table = simulated.table
     assert (table["class_name"] == [GZ2_CLASSES[k] for k in simulated.labels]).all()
     for column in ("r_mag", "bulge_fraction", "bulge_sersic_n", "bulge_half_light_arcsec", "bulge_axis_ratio",
                    "disk_half_light_arcsec", "inclination_deg", "position_angle_deg", "bar_fraction", "bar_length_arcsec",
-                   "arm_number", "pitch_angle_deg", "arm_fraction", "knot_count", "seeing_fwhm_arcsec",
+                   "arm_number", "pitch_angle_deg", "arm_fraction", "arm_contrast", "knot_count", "g_mag", "i_mag", "seeing_fwhm_arcsec",
                    "sky_r_mag_arcsec2", "offset_x_arcsec", "star_count", "neighbour_count", "noise_seed"):
         assert column in table.columns
     json.dumps(simulated.provenance, allow_nan=False)
@@ -160,22 +160,27 @@ def test_prepare_stores_simzoo_with_its_parameter_table(tmp_path, monkeypatch) -
 
 
 def test_a_small_convnet_learns_the_simulated_classes(simulated: SourceImages) -> None:
-    torch.manual_seed(0)
     pixels = torch.from_numpy(simulated.images).permute(0, 3, 1, 2).float().div(255)
     pixels = F.avg_pool2d(pixels, 2).contiguous()  # 32 px, the demo's size; NCHW-contiguous for fast CPU convolutions
     pixels = (pixels - pixels.mean(dim=(0, 2, 3), keepdim=True)) / pixels.std(dim=(0, 2, 3), keepdim=True)
     labels = torch.from_numpy(simulated.labels.copy())
-    held_out = torch.from_numpy(simulated.table["index"].to_numpy() >= 70)
-    # Galaxies have no preferred orientation: right-angle rotations give 280 training images per class.
+    held_out = torch.from_numpy(simulated.table["index"].to_numpy() >= 60)
+    # Galaxies have no preferred orientation: right-angle rotations give 240 training images per class.
     train_x = torch.cat([torch.rot90(pixels[~held_out], k, dims=(2, 3)) for k in range(4)])
     train_y = labels[~held_out].repeat(4)
-    model = build_model("convnet", 3, 9, 32, width=32)
+    torch.manual_seed(0)
+    model = build_model("convnet", 3, 9, 32, width=16)
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(8):
-        for batch in torch.randperm(len(train_x)).split(64):
-            optimiser.zero_grad()
-            F.cross_entropy(model(train_x[batch]), train_y[batch]).backward()
-            optimiser.step()
-    with torch.no_grad():
-        accuracy = (model(pixels[held_out]).argmax(1) == labels[held_out]).float().mean().item()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # convolutions this small gain little from a second thread and lose a lot on a busy machine
+    try:
+        for _ in range(5):
+            for batch in torch.randperm(len(train_x)).split(64):
+                optimiser.zero_grad()
+                F.cross_entropy(model(train_x[batch]), train_y[batch]).backward()
+                optimiser.step()
+        with torch.no_grad():
+            accuracy = (model(pixels[held_out]).argmax(1) == labels[held_out]).float().mean().item()
+    finally:
+        torch.set_num_threads(threads)
     assert accuracy > 0.45, f"test accuracy {accuracy:.2f} (chance 0.11)"

@@ -5,8 +5,8 @@ stretch of the light), so they are proxies: they order galaxies correctly by sha
 concentration, colour gradient, bar and arm strength, but are not calibrated photometry.
 
 All of them start from the same steps:
-- luminance = mean of the channels; the background (median of a frame along the border)
-  is subtracted per image;
+- luminance = mean of the channels, minus the sky level (a clipped mean over a frame along
+  the border) of each image;
 - adaptive second moments (an elliptical Gaussian window matched to the galaxy, iterated)
   give the centroid, axis ratio and position angle while down-weighting stars and neighbours
   near the edges;
@@ -27,9 +27,9 @@ MOMENT_ITERATIONS = 8
 MIN_AXIS_RATIO = 0.15
 """Deprojection is capped here: an edge-on disk cannot be turned face-on from its image."""
 BAR_RINGS = np.linspace(0.2, 0.7, 6)
-"""Ring edges, in units of the elliptical R50, where a bar would lie (inside the disk's half-light radius)."""
+"""Ring edges, in units of the measured elliptical R50, where a bar lies."""
 ARM_RINGS = np.linspace(0.6, 1.8, 7)
-"""Ring edges, in units of R50, of the outer disk where spiral arms carry most of their contrast."""
+"""Ring edges, in units of the measured R50, of the disk where spiral arms carry most of their contrast."""
 ARM_MODES = (1, 2, 3, 4)
 CHUNK = 256
 """Images measured at once: bounds the memory of the per-pixel arrays."""
@@ -271,15 +271,21 @@ def measure(images: np.ndarray) -> dict[str, np.ndarray]:
 
     - axis_ratio, ellipticity (1 - b/a), position_angle_deg: adaptive second moments;
     - centroid_x, centroid_y: light centre, pixels from the image centre;
-    - r50, r90, concentration (= r90 / r50; ~2.3 for an exponential disk, ~3.5+ for a de Vaucouleurs
-      spheroid, a bulge-fraction proxy): elliptical curve of growth, semi-major pixels;
+    - r50, r90 (semi-major pixels of elliptical Petrosian apertures) and concentration = r90 / r50,
+      a bulge-fraction proxy: on linear light ~2.3 for an exponential disk and ~3.3 for a de
+      Vaucouleurs spheroid; an asinh display stretch flattens profiles, so values run lower;
     - colour_centre, colour_outskirts, colour_gradient: -2.5 log10(B/G) inside 0.5 R50 and in
       1-2 R50 (a g-r proxy for SDSS-style i,r,g -> R,G,B images; NaN for one channel), and their
       difference (positive: redder centre);
-    - bar_strength: |sum over deprojected rings at 0.3-1.3 R50 of the complex m=2 Fourier sum| / their
+    - bar_strength: |sum over deprojected rings at 0.2-0.7 R50 of the complex m=2 Fourier sum| / their
       light; summing complex values keeps a straight bar (constant phase) and cancels winding arms;
-    - arm_strength: sum over deprojected rings at 1-2.6 R50 of each ring's non-axisymmetric amplitude
+    - arm_strength: sum over deprojected rings at 0.6-1.8 R50 of each ring's non-axisymmetric amplitude
       sqrt(sum_{m=1..4} |S_m|^2) / their light (S_m: the ring's m-th Fourier sum).
+
+    Bars and arms need resolution: at 32 px they are only just measurable, at 64 px and above well.
+    The ring radii are in units of the measured (display-pixel) R50, which an asinh stretch makes
+    1.5-2x the physical one; the ranges were chosen on SimZoo to separate barred from unbarred and
+    spiral from non-spiral disks best.
     """
     if len(images) == 0:
         return {name: np.empty(0) for name in MEASUREMENTS}
