@@ -337,7 +337,7 @@ def _spiral_arms(p: Mapping[str, Any]) -> galsim.GSObject:
     faded inside the inner radius where the bulge or bar dominates.
     """
     scale_radius = p["disk_scale_radius_arcsec"]
-    half = int(math.ceil(min(5.0 * scale_radius, STAMP_PIXELS * PIXEL_SCALE) / PIXEL_SCALE))
+    half = math.ceil(min(5.0 * scale_radius, STAMP_PIXELS * PIXEL_SCALE) / PIXEL_SCALE)
     axis = np.arange(-half, half + 1) * PIXEL_SCALE
     x, y = np.meshgrid(axis, axis)
     radius = np.hypot(x, y) + 1e-3 * PIXEL_SCALE
@@ -441,7 +441,7 @@ def _field_sources(p: Mapping[str, Any]) -> list[_FieldSource]:
 def _add_field_source(image: galsim.Image, source: _FieldSource, psf: galsim.GSObject, flux: float) -> None:
     """Draw into the source's own box: shifting it in the full stamp would multiply every FFT of the scene."""
     centre = image.true_center + galsim.PositionD(source.x_arcsec / PIXEL_SCALE, source.y_arcsec / PIXEL_SCALE)
-    half = int(math.ceil(0.5 * source.extent_arcsec / PIXEL_SCALE))
+    half = math.ceil(0.5 * source.extent_arcsec / PIXEL_SCALE)
     box = galsim.BoundsI(int(centre.x) - half, int(centre.x) + half, int(centre.y) - half, int(centre.y) + half)
     box = box & image.bounds
     if box.isDefined():
@@ -487,7 +487,11 @@ def _simulate(task: tuple[int, int, int, int, float]) -> tuple[np.ndarray, dict[
 
 
 def build(settings: PrepareSettings) -> SourceImages:
-    """Simulate settings.per_class galaxies of every GZ2 class, in parallel processes."""
+    """Simulate settings.per_class galaxies of every GZ2 class in settings.workers processes (default: the cores).
+
+    The processes are spawned, so a script calling this with more than one worker needs the usual
+    `if __name__ == "__main__":` guard (the CLI, pytest and notebooks need nothing).
+    """
     settings = with_defaults(settings)
     tasks = [(settings.seed, k, i, settings.size, settings.crop_fraction)
              for k in range(len(GZ2_CLASSES)) for i in range(settings.per_class)]

@@ -111,7 +111,7 @@ def ground_truth_check(
             "feature": feature.measurement,
             "description": feature.description,
             "prototype_value": _json_number(value),
-            "prototype_count": int(len(values)),
+            "prototype_count": len(values),
             "own_class_mean": _json_number(own),
             "contrast_class_means": {c: _json_number(v) for c, v in contrasts.items()},
             "carried": _carries(value, own, contrasts),
