@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -15,6 +16,9 @@ RESULTS = REPO / "bench" / "results"
 
 
 def git_revision() -> str:
+    """HEAD of the checkout, or $GALAXY_DISTILL_REVISION where the tree was copied without .git (GPU runs)."""
+    if os.environ.get("GALAXY_DISTILL_REVISION"):
+        return os.environ["GALAXY_DISTILL_REVISION"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

@@ -37,12 +37,12 @@ REFERENCE = Path(__file__).resolve().parent / "mtt_reference_h200.json"
 
 def chunk_for(config: dict) -> int | None:
     """Images per chunk of an inner step: bounded activation memory at large batch x resolution."""
+    budget = 1000 * 32 * 32
     pixels = config["batch_syn"] * config["resolution"] ** 2
-    budget = 100 * 32 * 32 if config["resolution"] <= 32 else 30 * 128 * 128
     return None if pixels <= budget else max(1, budget // config["resolution"] ** 2)
 
 
-def measure(config: dict, timed: int, device: torch.device, chunk: int | None) -> dict:
+def measure(config: dict, timed: int, device: torch.device, chunk: int | None, cuda_graphs: bool) -> dict:
     torch.manual_seed(0)
     module = build_model("convnet", config["channels"], config["classes"], config["resolution"], depth=3, width=128,
                          norm="instancenorm").to(device)
@@ -57,7 +57,8 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None) -
     log_step = torch.tensor(-4.6, device=device, requires_grad=True)
     pixel_optimizer = torch.optim.SGD([images], lr=1000.0, momentum=0.5)
     step_optimizer = torch.optim.Adam([log_step], lr=0.01)
-    inner = InnerLoop(flat_view, config["syn_steps"], min(config["batch_syn"], count), DiffAugment(), chunk_size=chunk)
+    inner = InnerLoop(flat_view, config["syn_steps"], min(config["batch_syn"], count), DiffAugment(), chunk_size=chunk,
+                      cuda_graphs=cuda_graphs)
     torch.cuda.reset_peak_memory_stats(device)
     times = []
     for iteration in range(2 + timed):
@@ -81,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="*", help="config names (default: all nine)")
     parser.add_argument("--timed", type=int, default=8)
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="eager inner loop (for comparison)")
     parser.add_argument("--out", type=Path, default=RESULTS / "distill_speed.json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -93,7 +95,7 @@ def main() -> None:
         if args.configs and config["name"] not in args.configs:
             continue
         try:
-            ours = measure(config, args.timed, device, chunk_for(config))
+            ours = measure(config, args.timed, device, chunk_for(config), not args.no_cuda_graphs)
         except torch.cuda.OutOfMemoryError:
             ours = {"s_per_iter": None, "peak_mem_gib": None, "note": "out of memory"}
         except RuntimeError as exc:
@@ -111,7 +113,7 @@ def main() -> None:
               f"speed-up {entry.get('speedup', float('nan')):5.2f}x memory {entry.get('memory_ratio', float('nan')):5.3f}x", flush=True)
     write_json(args.out, {"what": "galaxy_distill outer distillation iteration (reverse-mode matching, DSA single mode), "
                                   "same configs as the reference", **environment(),
-                          "engine": "reverse-mode checkpointed matching", "configs": rows})
+                          "engine": "reverse-mode checkpointed matching", "cuda_graphs": not args.no_cuda_graphs, "configs": rows})
     print(f"wrote {args.out}")
 
 

@@ -60,10 +60,18 @@ def test_pixel_gradient_matches_finite_differences():
         bumped_up, bumped_down = images.clone(), images.clone()
         bumped_up[index] += epsilon
         bumped_down[index] -= epsilon
-        up = inner.unrolled_loss(bumped_up, labels, alpha, start, target, seeded_generator(3), differentiable=False)
-        down = inner.unrolled_loss(bumped_down, labels, alpha, start, target, seeded_generator(3), differentiable=False)
+        up = inner.probe_loss(bumped_up, labels, alpha, start, target, seeded_generator(3))
+        down = inner.probe_loss(bumped_down, labels, alpha, start, target, seeded_generator(3))
         numeric = (up - down) / (2 * epsilon)
         torch.testing.assert_close(result.images[index], numeric, rtol=1e-5, atol=1e-9)
-    up = inner.unrolled_loss(images, labels, alpha + epsilon, start, target, seeded_generator(3), differentiable=False)
-    down = inner.unrolled_loss(images, labels, alpha - epsilon, start, target, seeded_generator(3), differentiable=False)
+    up = inner.probe_loss(images, labels, alpha + epsilon, start, target, seeded_generator(3))
+    down = inner.probe_loss(images, labels, alpha - epsilon, start, target, seeded_generator(3))
     torch.testing.assert_close(result.step_size, (up - down) / (2 * epsilon), rtol=1e-5, atol=1e-9)
+
+
+def test_probe_loss_equals_the_unrolled_loss():
+    inner, images, labels, start, target = tiny_problem()
+    alpha = torch.tensor(0.05, dtype=torch.float64)
+    probe = inner.probe_loss(images, labels, alpha, start, target, seeded_generator(9))
+    unrolled = inner.unrolled_loss(images, labels, alpha, start, target, seeded_generator(9))
+    torch.testing.assert_close(probe, unrolled.detach(), rtol=1e-12, atol=0)

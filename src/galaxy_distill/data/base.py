@@ -103,7 +103,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     kept, held = [], []
     for k in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == k))
-        n_held = int(round(fraction * len(members)))
+        n_held = int(fraction * len(members) + 0.5)  # half up: 10% of 5 holds one out
         held.append(members[:n_held])
         kept.append(members[n_held:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))

@@ -156,6 +156,20 @@ class PreparedDataset:
         return pixels.permute(0, 2, 3, 1).numpy()
 
 
+def channel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 NHWC images in [0, 1], accumulated in float64 chunk by chunk."""
+    total = np.zeros(images.shape[-1])
+    squares = np.zeros(images.shape[-1])
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk].reshape(-1, images.shape[-1]).astype(np.float64)
+        total += block.sum(axis=0)
+        squares += np.square(block).sum(axis=0)
+    count = images.size // images.shape[-1]
+    mean = total / count
+    variance = np.maximum(squares / count - mean**2, 0.0)
+    return mean / 255.0, np.sqrt(variance) / 255.0 + 1e-6
+
+
 def dataset_dir(name: str) -> Path:
     return workspace_dir() / "datasets" / name
 
@@ -171,6 +185,8 @@ def prepare(settings: PrepareSettings, out_dir: Path | None = None, force: bool 
             return load_prepared(target)
 
     source = spec_for(settings.dataset).build(settings)
+    if source.test is not None and settings.test_fraction:
+        source.notes.append(f"test_fraction {settings.test_fraction} ignored: the source brings its own test split")
     if source.test is not None:
         train_val, test = source, source.test
         train_idx, val_idx = stratified_split(train_val.labels, settings.val_fraction, settings.seed + 1)
@@ -203,10 +219,7 @@ def prepare(settings: PrepareSettings, out_dir: Path | None = None, force: bool 
             )
         splits["train"] = (train_images, train_labels, train_table)
 
-    pixels = train_images.astype(np.float64) / 255.0
-    channel_mean = pixels.mean(axis=(0, 1, 2))
-    channel_std = pixels.std(axis=(0, 1, 2)) + 1e-6
-    del pixels
+    channel_mean, channel_std = channel_statistics(train_images)
 
     arrays: dict[str, np.ndarray] = {}
     for split, (images, labels, _) in splits.items():
@@ -233,6 +246,7 @@ def prepare(settings: PrepareSettings, out_dir: Path | None = None, force: bool 
         arrays["zca_whiten"], arrays["zca_unwhiten"] = whiten.numpy(), unwhiten.numpy()
 
     target.mkdir(parents=True, exist_ok=True)
+    (target / "examples.png").unlink(missing_ok=True)
     for split, (_, _, table) in splits.items():
         table_path = target / f"{split}_table.csv"
         if table is not None:

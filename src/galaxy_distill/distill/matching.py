@@ -20,7 +20,8 @@ Everything is functional over flat parameter vectors, on CPU and GPU alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,8 @@ class InnerLoop:
     batch_size: int
     augment: DiffAugment
     chunk_size: int | None = None
+    cuda_graphs: bool = True
+    _graph_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def draw_batches(self, num_images: int, generator: torch.Generator) -> torch.Tensor:
         """Indices (steps, batch) walking through shuffled passes over the synthetic set, as MTT does."""
@@ -69,21 +72,18 @@ class InnerLoop:
         return F.cross_entropy(logits, labels, reduction="sum") / self.batch_size
 
     def unrolled_loss(self, images: torch.Tensor, labels: torch.Tensor, step_size: torch.Tensor, start: torch.Tensor,
-                      target: torch.Tensor, generator: torch.Generator, differentiable: bool = True) -> torch.Tensor:
-        """The loss with the whole unroll in one autograd graph; differentiable=False is a cheap probe."""
+                      target: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """MTT's formulation: the whole unroll in one autograd graph (memory grows with steps x batch).
+
+        The reference that `loss_and_gradients` must agree with; kept for tests and comparisons."""
         batches, draws = self._draw(images, generator)
-        if not differentiable:
-            images, step_size = images.detach(), step_size.detach()
         student = start.detach().requires_grad_(True)
         for step in range(self.steps):
             indices = batches[step]
             loss = self._batch_loss(student, images[indices], labels[indices], draws.step(step), slice(None))
-            (gradient,) = torch.autograd.grad(loss, student, create_graph=differentiable)
+            (gradient,) = torch.autograd.grad(loss, student, create_graph=True)
             student = student - step_size * gradient
-            if not differentiable:
-                student = student.detach().requires_grad_(True)
-        loss = (student - target).pow(2).sum() / (start - target).pow(2).sum()
-        return loss if differentiable else loss.detach()
+        return (student - target).pow(2).sum() / (start - target).pow(2).sum()
 
     def _gradient(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
         theta = theta.detach().requires_grad_(True)
@@ -93,35 +93,133 @@ class InnerLoop:
             total += torch.autograd.grad(loss, theta)[0]
         return total
 
+    def _one_step_draw(self, ops: tuple[str, ...], params: torch.Tensor, image_size: int) -> AugmentDraw:
+        return AugmentDraw((ops,), params.unsqueeze(0), image_size, int(image_size * self.augment.cutout_ratio + 0.5))
+
+    def _forward_step(self, ops: tuple[str, ...], images: torch.Tensor, labels: torch.Tensor, theta: torch.Tensor,
+                      indices: torch.Tensor, params: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        draw = self._one_step_draw(ops, params, images.shape[-1])
+        return theta - alpha * self._gradient(theta, images[indices], labels[indices], draw)
+
+    def _backward_step(self, ops: tuple[str, ...], images: torch.Tensor, labels: torch.Tensor, theta: torch.Tensor,
+                       adjoint: torch.Tensor, indices: torch.Tensor, params: torch.Tensor, alpha: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(adjoint of the step's input, dL/d(selected images), g^T adjoint) for one step."""
+        draw = self._one_step_draw(ops, params, images.shape[-1])
+        theta = theta.detach().requires_grad_(True)
+        selected = images[indices].requires_grad_(True)
+        chosen_labels = labels[indices]
+        hessian_vector = torch.zeros_like(theta)
+        selected_grad = torch.zeros_like(selected)
+        gradient_dot_adjoint = torch.zeros((), device=theta.device, dtype=theta.dtype)
+        for rows in self._chunks():
+            loss = self._batch_loss(theta, selected[rows], chosen_labels[rows], draw, rows)
+            (gradient,) = torch.autograd.grad(loss, theta, create_graph=True)
+            mixed_theta, mixed_images = torch.autograd.grad(gradient, (theta, selected), grad_outputs=adjoint)
+            hessian_vector += mixed_theta
+            selected_grad += mixed_images
+            gradient_dot_adjoint += gradient.detach() @ adjoint
+        return adjoint - alpha * hessian_vector, -alpha * selected_grad, gradient_dot_adjoint
+
+    def _step_functions(self, images: torch.Tensor, labels: torch.Tensor):
+        if self.cuda_graphs and images.is_cuda:
+            steps = self._graphed_steps(images, labels)
+            return steps.forward, steps.backward
+        return (functools.partial(self._forward_step, images=images, labels=labels),
+                functools.partial(self._backward_step, images=images, labels=labels))
+
+    def _unroll(self, forward, start: torch.Tensor, batches: torch.Tensor, draws: AugmentDraw,
+                alpha: torch.Tensor) -> list[torch.Tensor]:
+        thetas = [start.detach()]
+        for step in range(self.steps):
+            thetas.append(forward(draws.ops[step], theta=thetas[-1], indices=batches[step], params=draws.params[step],
+                                  alpha=alpha).clone())
+        return thetas
+
+    def probe_loss(self, images: torch.Tensor, labels: torch.Tensor, step_size: torch.Tensor, start: torch.Tensor,
+                   target: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The matching loss alone (no gradients), e.g. STM's look at the next epoch."""
+        batches, draws = self._draw(images, generator)
+        images = images.detach()
+        forward, _ = self._step_functions(images, labels)
+        thetas = self._unroll(forward, start, batches, draws, step_size.detach().to(images.dtype))
+        return (thetas[-1] - target).pow(2).sum() / (start - target).pow(2).sum()
+
     def loss_and_gradients(self, images: torch.Tensor, labels: torch.Tensor, step_size: torch.Tensor,
                            start: torch.Tensor, target: torch.Tensor, generator: torch.Generator) -> MatchingGradients:
         """The matching loss and its exact gradients w.r.t. the images and the step size, in bounded memory."""
         batches, draws = self._draw(images, generator)
         images = images.detach()
-        alpha = step_size.detach()
-        thetas = [start.detach()]
-        for step in range(self.steps):
-            indices = batches[step]
-            gradient = self._gradient(thetas[-1], images[indices], labels[indices], draws.step(step))
-            thetas.append(thetas[-1] - alpha * gradient)
+        alpha = step_size.detach().to(images.dtype)
+        forward, backward = self._step_functions(images, labels)
+        thetas = self._unroll(forward, start, batches, draws, alpha)
         reference = (start - target).pow(2).sum()
         loss = (thetas[-1] - target).pow(2).sum() / reference
         adjoint = 2.0 * (thetas[-1] - target) / reference
         image_grad = torch.zeros_like(images)
         alpha_grad = torch.zeros((), device=images.device, dtype=images.dtype)
         for step in reversed(range(self.steps)):
-            indices = batches[step]
-            theta = thetas[step].requires_grad_(True)
-            selected = images[indices].requires_grad_(True)
-            hessian_vector = torch.zeros_like(theta)
-            gradient_dot_adjoint = torch.zeros((), device=images.device, dtype=images.dtype)
-            for rows in self._chunks():
-                loss_part = self._batch_loss(theta, selected[rows], labels[indices][rows], draws.step(step), rows)
-                (gradient,) = torch.autograd.grad(loss_part, theta, create_graph=True)
-                mixed_theta, mixed_images = torch.autograd.grad(gradient, (theta, selected), grad_outputs=adjoint)
-                hessian_vector += mixed_theta
-                image_grad.index_add_(0, indices, -alpha * mixed_images)
-                gradient_dot_adjoint += gradient.detach() @ adjoint
-            alpha_grad -= gradient_dot_adjoint
-            adjoint = adjoint - alpha * hessian_vector
+            adjoint, selected_grad, gradient_dot_adjoint = backward(
+                draws.ops[step], theta=thetas[step], adjoint=adjoint, indices=batches[step], params=draws.params[step],
+                alpha=alpha)
+            image_grad.index_add_(0, batches[step], selected_grad)
+            alpha_grad = alpha_grad - gradient_dot_adjoint
+            adjoint = adjoint.clone()
         return MatchingGradients(loss.detach(), image_grad, alpha_grad)
+
+    def _graphed_steps(self, images: torch.Tensor, labels: torch.Tensor) -> GraphedSteps:
+        key = (images.data_ptr(), tuple(images.shape), labels.data_ptr())
+        cache = self._graph_cache
+        if cache.get("key") != key:
+            cache.clear()
+            cache["key"] = key
+            cache["steps"] = GraphedSteps(self, images, labels)
+        return cache["steps"]
+
+
+class GraphedSteps:
+    """The forward and backward step of an InnerLoop as CUDA graphs, one pair per augmentation op set.
+
+    At small synthetic sets an unrolled step is a few hundred tiny kernels whose launch cost
+    dominates; a graph replays them all in one launch. Inputs are copied into static
+    buffers before each replay; outputs are static buffers the caller must copy.
+    The synthetic images must keep their storage (optimisers update them in place).
+    """
+
+    def __init__(self, inner: InnerLoop, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.inner, self.images, self.labels = inner, images, labels
+        self.graphs: dict[tuple[str, tuple[str, ...]], _CapturedCall] = {}
+
+    def _call(self, kind: str, ops: tuple[str, ...], **inputs: torch.Tensor):
+        captured = self.graphs.get((kind, ops))
+        if captured is None:
+            function = self.inner._forward_step if kind == "forward" else self.inner._backward_step
+            bound = functools.partial(function, ops, self.images, self.labels)
+            captured = self.graphs[(kind, ops)] = _CapturedCall(bound, inputs)
+        return captured(inputs)
+
+    def forward(self, ops: tuple[str, ...], **inputs: torch.Tensor) -> torch.Tensor:
+        return self._call("forward", ops, **inputs)
+
+    def backward(self, ops: tuple[str, ...], **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._call("backward", ops, **inputs)
+
+
+class _CapturedCall:
+    def __init__(self, function, example: dict[str, torch.Tensor]) -> None:
+        self.static = {name: value.detach().clone() for name, value in example.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                function(**self.static)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = function(**self.static)
+
+    def __call__(self, inputs: dict[str, torch.Tensor]):
+        for name, value in inputs.items():
+            self.static[name].copy_(value)
+        self.graph.replay()
+        return self.outputs
