@@ -1,0 +1,55 @@
+"""Wall time of expert training: N ConvNet experts x E epochs on a prepared dataset (CIFAR-10 by default).
+
+    galaxy-distill data prepare cifar10 --root DIR_WITH_cifar-10-batches-py
+    python bench/experts_speed.py --dataset cifar10 --num-experts 100 --epochs 50 --parallel 25
+
+Experts train `--parallel` at a time as stacked parameters (one kernel launch serves them
+all). Augmentation: DSA "color_crop_cutout_flip_scale_rotate" in MTT's single mode. The JSON
+reports wall time and the experts' final test accuracy mean ± std.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, environment  # noqa: E402
+
+from galaxy_distill.data import load_prepared  # noqa: E402
+from galaxy_distill.experts import ExpertSettings, train_experts  # noqa: E402
+from galaxy_distill.experts.train import summarize  # noqa: E402
+from galaxy_distill.store import read_json, write_json  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--num-experts", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--parallel", type=int, default=25)
+    parser.add_argument("--out", type=Path, default=RESULTS / "experts_speed.json")
+    args = parser.parse_args()
+    dataset = load_prepared(args.dataset)
+    settings = ExpertSettings(dataset=dataset.name, num_experts=args.num_experts, epochs=args.epochs,
+                              parallel=args.parallel, device="auto")
+    with tempfile.TemporaryDirectory() as scratch:
+        began = time.perf_counter()
+        manifest = train_experts(settings, dataset, Path(scratch) / "experts")
+        wall = time.perf_counter() - began
+        summary = summarize(read_json(manifest))
+    record = {**environment(), "dataset": dataset.name, "settings": settings.model_dump(mode="json"), "wall_s": wall,
+              "wall_min": wall / 60, "expert_epochs_per_s": args.num_experts * args.epochs / wall,
+              "augmentation": "DSA color_crop_cutout_flip_scale_rotate, single mode (MTT default)", **summary}
+    write_json(args.out, record)
+    print(f"{args.num_experts} experts x {args.epochs} epochs: {wall / 60:.1f} min; final test accuracy "
+          f"{summary['final_test_acc_mean']:.4f} ± {summary['final_test_acc_std']:.4f}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
