@@ -163,8 +163,11 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
 
 @app.command("report")
 def report_command(run: Annotated[Path, typer.Argument(help="A distillation run directory.")]) -> None:
-    """Write an HTML report of a run (not yet built)."""
-    raise GalaxyDistillError("the report command is not built yet (see the Reports issue)")
+    """Write RUN/report/index.html: a self-contained page of prototypes, curves, evaluation, neighbours and saliency."""
+    from galaxy_distill.report import write_report
+
+    path = write_report(run)
+    typer.echo(f"wrote {path}")
 
 
 @app.command("demo")

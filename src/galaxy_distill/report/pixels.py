@@ -1,0 +1,45 @@
+"""Moving prototypes between the network's input space and what people look at.
+
+A prepared dataset feeds networks standardised (and, if prepared so, ZCA-whitened) images.
+People should see un-whitened pixels, and saliency should be taken with respect to those
+pixels too, so the report works in the standardised, un-whitened space and whitens only
+on the way into a network.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from galaxy_distill.data.registry import PreparedDataset
+from galaxy_distill.data.transforms import apply_matrix
+
+CONTRAST_SIGMAS = 2.5
+
+
+def standardized(dataset: PreparedDataset, normalized: torch.Tensor) -> torch.Tensor:
+    """Network input (float NCHW) -> standardised pixels, with any ZCA whitening undone."""
+    values = normalized.detach().float().cpu()
+    if dataset.uses_zca:
+        return apply_matrix(values, torch.from_numpy(dataset.arrays["zca_unwhiten"]))
+    return values
+
+
+def network_input(dataset: PreparedDataset, standardized_images: torch.Tensor) -> torch.Tensor:
+    """Standardised pixels -> what the network takes (differentiable, so saliency lands on pixels)."""
+    if dataset.uses_zca:
+        return apply_matrix(standardized_images, torch.from_numpy(dataset.arrays["zca_whiten"]))
+    return standardized_images
+
+
+def contrast_clipped(dataset: PreparedDataset, normalized: torch.Tensor, sigmas: float = CONTRAST_SIGMAS) -> np.ndarray:
+    """uint8 NHWC for display: un-whitened values clipped at mean ± `sigmas` std of the whole set, then stretched.
+
+    One range for every image and channel keeps colours and brightness comparable across prototypes
+    (the MTT papers' visualisation), while faint structure the plain view clamps away stays visible.
+    """
+    values = standardized(dataset, normalized)
+    low = float(values.mean() - sigmas * values.std())
+    high = float(values.mean() + sigmas * values.std())
+    stretched = (values.clamp(low, high) - low) / max(high - low, 1e-12)
+    return stretched.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
