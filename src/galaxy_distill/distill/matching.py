@@ -24,10 +24,32 @@ import functools
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed
 import torch.nn.functional as F
 
 from galaxy_distill.data.augment import AugmentDraw, DiffAugment
 from galaxy_distill.models.functional import FlatParams
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of every inner batch when several processes split it (torch.distributed).
+
+    Each process takes a contiguous block of the batch rows; per-step gradient sums,
+    Hessian-vector products and pixel gradients are summed over processes, so every
+    process follows the same student trajectory and gets the full gradients.
+    """
+
+    rank: int = 0
+    size: int = 1
+
+    def rows(self, batch_size: int) -> tuple[int, int]:
+        return batch_size * self.rank // self.size, batch_size * (self.rank + 1) // self.size
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.size > 1:
+            torch.distributed.all_reduce(tensor)
+        return tensor
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,7 @@ class InnerLoop:
     augment: DiffAugment
     chunk_size: int | None = None
     cuda_graphs: bool = True
+    shard: Shard = field(default_factory=lambda: Shard())
     _graph_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def draw_batches(self, num_images: int, generator: torch.Generator) -> torch.Tensor:
@@ -61,8 +84,10 @@ class InnerLoop:
         return batches, draws
 
     def _chunks(self) -> list[slice]:
-        size = self.chunk_size or self.batch_size
-        return [slice(start, min(start + size, self.batch_size)) for start in range(0, self.batch_size, size)]
+        """This process's rows of an inner batch, in chunks of at most chunk_size."""
+        first, last = self.shard.rows(self.batch_size)
+        size = self.chunk_size or max(1, last - first)
+        return [slice(start, min(start + size, last)) for start in range(first, last, size)]
 
     def _batch_loss(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw,
                     rows: slice) -> torch.Tensor:
@@ -91,7 +116,7 @@ class InnerLoop:
         for rows in self._chunks():
             loss = self._batch_loss(theta, images[rows], labels[rows], draw, rows)
             total += torch.autograd.grad(loss, theta)[0]
-        return total
+        return self.shard.sum(total)
 
     def _one_step_draw(self, ops: tuple[str, ...], params: torch.Tensor, image_size: int) -> AugmentDraw:
         return AugmentDraw((ops,), params.unsqueeze(0), image_size, int(image_size * self.augment.cutout_ratio + 0.5))
@@ -119,10 +144,13 @@ class InnerLoop:
             hessian_vector += mixed_theta
             selected_grad += mixed_images
             gradient_dot_adjoint += gradient.detach() @ adjoint
+        if self.shard.size > 1:
+            reduced = self.shard.sum(torch.cat([hessian_vector, gradient_dot_adjoint.view(1)]))
+            hessian_vector, gradient_dot_adjoint = reduced[:-1], reduced[-1]
         return adjoint - alpha * hessian_vector, -alpha * selected_grad, gradient_dot_adjoint
 
     def _step_functions(self, images: torch.Tensor, labels: torch.Tensor):
-        if self.cuda_graphs and images.is_cuda:
+        if self.cuda_graphs and images.is_cuda and self.shard.size == 1:
             steps = self._graphed_steps(images, labels)
             return steps.forward, steps.backward
         return (functools.partial(self._forward_step, images=images, labels=labels),
@@ -165,7 +193,7 @@ class InnerLoop:
             image_grad.index_add_(0, batches[step], selected_grad)
             alpha_grad = alpha_grad - gradient_dot_adjoint
             adjoint = adjoint.clone()
-        return MatchingGradients(loss.detach(), image_grad, alpha_grad)
+        return MatchingGradients(loss.detach(), self.shard.sum(image_grad), alpha_grad)
 
     def _graphed_steps(self, images: torch.Tensor, labels: torch.Tensor) -> GraphedSteps:
         key = (images.data_ptr(), tuple(images.shape), labels.data_ptr())
