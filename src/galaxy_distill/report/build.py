@@ -75,7 +75,7 @@ SHOWN_MEASURES = {
     "ellipticity": "ellipticity 1 − b/a",
     "colour_centre": "centre colour (< 0.5 R50)",
     "colour_outskirts": "outskirts colour (1–2 R50)",
-    "colour_gradient": "colour gradient centre − outskirts (> 0: redder centre)",
+    "colour_gradient": "colour gradient (centre − outskirts)",
     "concentration": "concentration R90/R50",
     "r50": "half-light radius R50 (pixels)",
 }
@@ -184,7 +184,7 @@ def prototypes_section(report: _Report) -> Section:
           "standard deviations, then scaled to the full range, which shows faint structure the plain view clamps away.")),
     ):
         figure = figures.prototype_grid(pictures, report.labels, report.class_names, per_class, title)
-        grids.append(report.files.image(name, figures.png_bytes(figure), caption))
+        grids.append(report.files.image(name, figures.png_bytes(figure), caption, css_class="pixels"))
     body.append(side_by_side(*grids))
     return Section("prototypes", "Prototypes", "".join(body))
 
@@ -200,7 +200,7 @@ def evolution_section(report: _Report) -> Section:
     body = [paragraph(f"{len(snapshots)} snapshots of the prototype grid saved during distillation (iterations {iterations})."),
             report.files.image("evolution.gif", figures.evolution_gif(paths),
                                f"Animation of the snapshots (at most {figures.MAX_GIF_FRAMES} frames, first to last).",
-                               css_class="animation"),
+                               css_class="animation pixels"),
             report.files.image("evolution_strip.png", figures.frame_strip(paths),
                                f"Up to {figures.STRIP_FRAMES} snapshots side by side, first to last.")]
     return Section("evolution", "Evolution during distillation", "".join(body))
@@ -436,7 +436,7 @@ def morphology_section(report: _Report) -> Section:
         rows.append(cells)
     body.append(table(["class", *SHOWN_MEASURES.values()], rows, caption=(
         "Per class: the prototypes' values (z: their mean's distance from the real mean in real standard deviations), "
-        "then the real images' mean ± std.")))
+        "then the real images' mean ± std. A positive colour gradient is a redder centre.")))
     return Section("morphology", "Galaxy measurements", "".join(body))
 
 

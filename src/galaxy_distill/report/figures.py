@@ -156,7 +156,8 @@ def schedule_figure(metrics: list[dict[str, float | None]], events: list[dict[st
         probe_axis.set_ylabel("probe loss (epoch cap -> cap + M)", color="#e6550d")
         handles.append(line)
         labels.append("probe loss")
-    last = max(iterations.max() if len(iterations) else 0, max((e["iteration"] for e in events), default=0))
+    all_iterations = [row["iteration"] for row in metrics if row["iteration"] is not None]
+    last = max(max(all_iterations, default=0), max((e["iteration"] for e in events), default=0))
     for event in events:
         detail = event.get("detail", {})
         near_end = event["iteration"] > 0.9 * last
@@ -167,9 +168,9 @@ def schedule_figure(metrics: list[dict[str, float | None]], events: list[dict[st
                           ha="right" if near_end else "left", va="top", xytext=(-2 if near_end else 2, -2),
                           textcoords="offset points")
         elif event["kind"] == "fine_tune":
-            axis.axvspan(event["iteration"], last, color="#fdd0a2", alpha=0.4, zorder=0)
-            axis.annotate("fine-tune: pixel lr decays", (event["iteration"], 0.02), xycoords=("data", "axes fraction"),
-                          fontsize=7, color="#a63603", xytext=(3, 2), textcoords="offset points")
+            axis.axvspan(event["iteration"], last, color="#fdae6b", alpha=0.25, zorder=0)
+            axis.annotate("fine-tuning:\npixel lr decays", (event["iteration"], 0.5), xycoords=("data", "axes fraction"),
+                          fontsize=7, color="#a63603", xytext=(3, 0), textcoords="offset points", va="center")
     axis.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.06, 1.0))
     figure.tight_layout()
     return figure
@@ -274,7 +275,7 @@ def saliency_figure(class_name: str, prototypes: Sequence[Explained], real: Sequ
                 continue
             item = items[row]
             _show(axes[row, offset], item.image, f"{item.caption}\np({class_name})={item.probability:.2f}")
-            _show(axes[row, offset + 1], item.image, "Grad-CAM")
+            _show(axes[row, offset + 1], item.image, "Grad-CAM" if item.grad_cam.max() > 0 else "Grad-CAM: no positive evidence")
             axes[row, offset + 1].imshow(item.grad_cam, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="nearest")
             _show(axes[row, offset + 2], None, "SmoothGrad")
             axes[row, offset + 2].imshow(item.smooth_grad, cmap="magma", vmin=0, vmax=1, interpolation="nearest")

@@ -19,11 +19,11 @@ h3 { margin-bottom: 0.3em; }
 nav ol { columns: 3; font-size: 0.95em; }
 figure { margin: 0.8em 0; } .row { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
 .row figure { flex: 0 1 auto; max-width: 48%; } figcaption { font-size: 0.88em; color: #57606a; max-width: 1100px; }
-img { max-width: 100%; height: auto; image-rendering: pixelated; }
+img { max-width: 100%; height: auto; } img.pixels { image-rendering: pixelated; }
 img.animation { border: 1px solid #d0d7de; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #d0d7de; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f6f8fa; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f6f8fa; } caption { caption-side: top; text-align: left; font-size: 0.88em; color: #57606a; } td.number { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .note { background: #fff8c5; border-left: 4px solid #d4a72c; padding: 0.4em 0.8em; margin: 0.6em 0; font-size: 0.92em; }
 .summary { background: #f6f8fa; padding: 0.6em 1em; border-radius: 6px; }
 details { margin: 0.6em 0; } summary { cursor: pointer; font-weight: 600; }
