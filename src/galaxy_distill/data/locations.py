@@ -13,7 +13,9 @@ DATA_ENV = "GALAXY_DISTILL_DATA"
 def default_root(subdir: str, dataset: str, layout: str) -> Path:
     """The first of $GALAXY_DISTILL_DATA/<subdir>, ./shared/data/<subdir>, ../shared/data/<subdir> that exists."""
     bases = [Path(os.environ[DATA_ENV])] if os.environ.get(DATA_ENV) else []
-    bases += [Path("shared/data"), Path("../shared/data")]
+    # An editable install also finds the data beside its own checkout, from any working directory.
+    checkout = Path(__file__).resolve().parents[3]
+    bases += [Path("shared/data"), Path("../shared/data"), checkout / "shared" / "data", checkout.parent / "shared" / "data"]
     for base in bases:
         if (base / subdir).is_dir():
             return base / subdir

@@ -40,7 +40,7 @@ def class_grid_png(
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     buffer = BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
     return path
