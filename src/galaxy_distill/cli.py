@@ -179,6 +179,13 @@ def demo_command(out: OutOption = None) -> None:
 
 
 def main() -> None:
+    # What lowers peak memory, per command, for the one-line out-of-memory message.
+    memory_knobs = {
+        "data": "--per-class or --size",
+        "experts": "--parallel (experts trained at once) or --batch-size",
+        "distill": "--batch-syn, --batch-chunk (images per chunk of an inner step: same gradients, less memory) or --syn-steps",
+        "evaluate": "--batch-size (the networks are trained one at a time, so --num-eval changes only the time)",
+    }
     try:
         app()
     except GalaxyDistillError as exc:
@@ -187,6 +194,20 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except (RuntimeError, MemoryError) as exc:
+        # torch.cuda.OutOfMemoryError is a RuntimeError; the CPU allocator raises a plain RuntimeError.
+        text = " ".join(str(exc).split())
+        out_of_memory = (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+                         or "out of memory" in text.lower() or "can't allocate memory" in text)
+        if not out_of_memory:
+            raise
+        command = next((argument for argument in sys.argv[1:] if argument in memory_knobs), None)
+        knobs = memory_knobs[command] if command else "; ".join(f"{name}: {knob}" for name, knob in memory_knobs.items())
+        typer.echo(f"error: out of memory ({text[:160] or type(exc).__name__}); to need less, lower {knobs}", err=True)
+        sys.exit(3)
+    except OSError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

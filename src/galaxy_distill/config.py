@@ -20,9 +20,9 @@ WORKSPACE_ENV = "GALAXY_DISTILL_HOME"
 
 
 class Settings(BaseModel):
-    """Base of every command's settings: unknown keys are errors, never silently ignored."""
+    """Base of every command's settings: unknown keys and non-finite numbers are errors, never silently used."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def resolve_settings(

@@ -25,11 +25,13 @@ from safetensors.torch import save as _save_torch_bytes
 
 from galaxy_distill.errors import GalaxyDistillError
 
+TEMPORARY_SUFFIX = ".tmp"
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -39,6 +41,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_interrupted_writes(directory: str | Path, name: str = "*") -> None:
+    """Delete the temporaries that writes of `name` (a glob) killed before their rename left in `directory`.
+
+    Only for files that no other process is writing (a run being resumed).
+    """
+    directory = Path(directory)
+    if directory.is_dir():
+        for leftover in directory.glob(f".{name}.*{TEMPORARY_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
 
 
 def _jsonable(value: Any) -> Any:
@@ -66,6 +79,8 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise GalaxyDistillError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise GalaxyDistillError(f"{path}: cannot read ({exc.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GalaxyDistillError(f"{path}: not valid JSON ({exc})") from None
 
@@ -81,8 +96,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         loaded = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise GalaxyDistillError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise GalaxyDistillError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise GalaxyDistillError(f"{path}: config file is not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        raise GalaxyDistillError(f"{path}: not valid YAML ({exc})") from None
+        raise GalaxyDistillError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -98,18 +117,35 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _sorted_metadata(data: bytes) -> bytes:
+    """The same safetensors file with its metadata in key order.
+
+    safetensors writes metadata in hash-map order, which changes from process to process, so
+    equal content would give different bytes and checksums; the tensors' offsets are relative to
+    the end of the header, so only the header is rewritten.
+    """
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    if len(header.get("__metadata__") or {}) < 2:
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
+
+
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> str:
-    """Write torch tensors atomically; returns the file's SHA-256 for integrity checks."""
+    """Write torch tensors atomically, byte-identical for equal content; returns the file's SHA-256."""
     payload = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
-    data = _save_torch_bytes(payload, metadata=dict(metadata) if metadata else None)
+    data = _sorted_metadata(_save_torch_bytes(payload, metadata=dict(metadata) if metadata else None))
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
 def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> str:
-    """Write numpy arrays atomically; returns the file's SHA-256."""
+    """Write numpy arrays atomically, byte-identical for equal content; returns the file's SHA-256."""
     payload = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
-    data = _save_numpy_bytes(payload, metadata=dict(metadata) if metadata else None)
+    data = _sorted_metadata(_save_numpy_bytes(payload, metadata=dict(metadata) if metadata else None))
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 

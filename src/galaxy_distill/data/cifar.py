@@ -51,8 +51,13 @@ def _images_and_labels(path: Path, label_key: str, num_classes: int) -> tuple[np
     missing = [key for key in ("data", label_key) if key not in entry]
     if missing:
         raise GalaxyDistillError(f"{path}: missing key(s) {', '.join(missing)}")
-    data = np.asarray(entry["data"])
-    labels = np.asarray(entry[label_key], dtype=np.int64)
+    try:
+        data = np.asarray(entry["data"])
+        labels = np.asarray(entry[label_key], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise GalaxyDistillError(f"{path}: 'data' must be an N x 3072 array and '{label_key}' a list of integer labels") from None
+    if labels.ndim != 1:
+        raise GalaxyDistillError(f"{path}: '{label_key}' must be a flat list of labels, got shape {labels.shape}")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise GalaxyDistillError(f"{path}: 'data' must be N x 3072 uint8, got {data.dtype} {data.shape}")
     if len(labels) != len(data):

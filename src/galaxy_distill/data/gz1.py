@@ -35,6 +35,11 @@ def read_labels(path: Path) -> pd.DataFrame:
     if len(bad):
         rows = ", ".join(str(i + 2) for i in bad[:10])
         raise GalaxyDistillError(f"{path}: CLASS must be an integer 0-5; bad value on line(s) {rows}")
+    objids = table["OBJID"].fillna("").str.strip()
+    unusable = table.index[(objids == "") | objids.str.contains(r"[/\\]|^\.", regex=True)]
+    if len(unusable):
+        rows = ", ".join(str(i + 2) for i in unusable[:10])
+        raise GalaxyDistillError(f"{path}: OBJID must be a plain name (an SDSS object id); missing or unusable on line(s) {rows}")
     duplicated = table["OBJID"][table["OBJID"].duplicated()]
     if len(duplicated):
         raise GalaxyDistillError(f"{path}: duplicated OBJID(s) {', '.join(duplicated.iloc[:5])}")

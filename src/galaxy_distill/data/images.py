@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +15,8 @@ from tqdm.auto import tqdm
 from galaxy_distill.errors import GalaxyDistillError
 
 MAX_IMAGE_PIXELS = 50_000_000
+# Our own, lower limit raises a clear error for every image Pillow would only warn about.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class BadImageError(GalaxyDistillError):

@@ -1,7 +1,10 @@
-"""Checkpoints of a distillation run: tensors in safetensors, the rest in JSON, both atomic.
+"""Checkpoints of a distillation run: tensors in safetensors, the rest in JSON, every file written atomically.
 
-The JSON names the SHA-256 of its tensor file, so a torn or corrupt pair is detected; the
-previous good pair is kept as a fallback.
+`checkpoint.json` names its tensor file (one per saved iteration) and that file's SHA-256, so
+a torn, truncated or corrupt pair is detected; the previous intact pair is kept as
+`checkpoint.prev.json`. A new tensor file is written before the JSON that names it, and the
+current JSON becomes the previous one only if it is intact, so whenever the process is
+killed at least one intact pair stays on disk.
 """
 
 from __future__ import annotations
@@ -12,9 +15,17 @@ from typing import Any
 import torch
 
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.store import load_tensors, read_json, save_tensors, write_json
+from galaxy_distill.store import (
+    load_tensors,
+    read_json,
+    save_tensors,
+    sha256_file,
+    write_json,
+)
 
-CHECKPOINT = "checkpoint"
+CURRENT = "checkpoint.json"
+PREVIOUS = "checkpoint.prev.json"
+TENSOR_FILES = "checkpoint-*.safetensors"
 
 
 def optimizer_to_store(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -43,25 +54,60 @@ def optimizer_from_store(prefix: str, optimizer: torch.optim.Optimizer, tensors:
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(run_dir: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    current_json, current_tensors = run_dir / f"{CHECKPOINT}.json", run_dir / f"{CHECKPOINT}.safetensors"
-    if current_json.is_file() and current_tensors.is_file():
-        current_tensors.replace(run_dir / f"{CHECKPOINT}.prev.safetensors")
-        current_json.replace(run_dir / f"{CHECKPOINT}.prev.json")
-    digest = save_tensors(current_tensors, tensors)
-    write_json(current_json, {**meta, "tensors_sha256": digest})
+def _tensor_file_name(iteration: int) -> str:
+    return f"checkpoint-{iteration:08d}.safetensors"
+
+
+def _read_meta(json_path: Path) -> dict[str, Any]:
+    meta = read_json(json_path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("tensors_file"), str) or "tensors_sha256" not in meta:
+        raise GalaxyDistillError(f"{json_path}: not a checkpoint written by galaxy-distill")
+    if Path(meta["tensors_file"]).name != meta["tensors_file"]:
+        raise GalaxyDistillError(f"{json_path}: tensors_file must be a file name in the run directory")
+    return meta
+
+
+def _intact_meta(json_path: Path) -> dict[str, Any] | None:
+    """The checkpoint's metadata if it and the tensor file it names are intact, else None."""
+    if not json_path.is_file():
+        return None
+    try:
+        meta = _read_meta(json_path)
+    except GalaxyDistillError:
+        return None
+    tensor_path = json_path.parent / meta["tensors_file"]
+    return meta if tensor_path.is_file() and sha256_file(tensor_path) == meta["tensors_sha256"] else None
+
+
+def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write the checkpoint of `iteration`; the current one, if intact, becomes the previous one."""
+    tensors_file = _tensor_file_name(iteration)
+    digest = save_tensors(run_dir / tensors_file, tensors)
+    current = run_dir / CURRENT
+    replaced = _intact_meta(current)
+    if replaced is not None and replaced["tensors_file"] != tensors_file:
+        current.replace(run_dir / PREVIOUS)
+    write_json(current, {**meta, "tensors_file": tensors_file, "tensors_sha256": digest})
+    previous = _intact_meta(run_dir / PREVIOUS)
+    referenced = {tensors_file} | ({previous["tensors_file"]} if previous is not None else set())
+    for stale in run_dir.glob(TENSOR_FILES):
+        if stale.name not in referenced:
+            stale.unlink(missing_ok=True)
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / CURRENT).is_file() or (run_dir / PREVIOUS).is_file()
 
 
 def load_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]] | None:
-    """The newest intact checkpoint (tensors, meta, warnings), or None if the run has none."""
+    """The newest intact checkpoint (tensors, meta, warnings about damaged ones), or None if the run has none."""
     warnings: list[str] = []
-    for stem in (CHECKPOINT, f"{CHECKPOINT}.prev"):
-        json_path, tensor_path = run_dir / f"{stem}.json", run_dir / f"{stem}.safetensors"
+    for json_path in (run_dir / CURRENT, run_dir / PREVIOUS):
         if not json_path.is_file():
             continue
         try:
-            meta = read_json(json_path)
-            tensors = load_tensors(tensor_path, expected_sha256=meta.get("tensors_sha256"))
+            meta = _read_meta(json_path)
+            tensors = load_tensors(run_dir / meta["tensors_file"], expected_sha256=meta["tensors_sha256"])
         except GalaxyDistillError as exc:
             warnings.append(f"skipping damaged checkpoint: {exc}")
             continue

@@ -1,11 +1,21 @@
-"""The outer distillation loop shared by MTT and STM, with checkpoints and exact resumption."""
+"""The outer distillation loop shared by MTT and STM, with checkpoints, exact resumption and fault recovery.
+
+Every iteration is checked before its update is kept: a non-finite loss or gradient, a pixel
+blow-up or a learned step size leaving its sane range (or jumping) rolls the images, step
+sizes, optimizers and schedule back to the state before the iteration, halves the offending
+learning rate, logs a "fault" event and tries again; several faults in a row stop the run
+with an error rather than let it produce garbage. The remedy uses no randomness of its own
+and its state is checkpointed, so a resumed run stays bit-identical.
+"""
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,17 +29,37 @@ from tqdm.auto import tqdm
 from galaxy_distill.data.augment import DiffAugment
 from galaxy_distill.data.preview import class_grid_png
 from galaxy_distill.data.registry import PreparedDataset
-from galaxy_distill.distill.checkpoint import load_checkpoint, optimizer_from_store, optimizer_to_store, save_checkpoint
-from galaxy_distill.distill.matching import InnerLoop
+from galaxy_distill.distill.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    optimizer_from_store,
+    optimizer_to_store,
+    save_checkpoint,
+)
+from galaxy_distill.distill.matching import InnerLoop, MatchingGradients
 from galaxy_distill.distill.schedule import FixedSchedule, SelfAdaptiveSchedule
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts.store import ExpertStore
 from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator
-from galaxy_distill.store import atomic_write_bytes, read_json, save_tensors, write_json, write_yaml
+from galaxy_distill.store import (
+    atomic_write_bytes,
+    read_json,
+    remove_interrupted_writes,
+    save_tensors,
+    write_json,
+    write_yaml,
+)
 
 SYNTHETIC_FILE = "synthetic.safetensors"
+STEP_SIZE_RANGE = (1e-6, 10.0)
+MAX_STEP_SIZE_RATIO = 2.0
+"""A learned step size changing by more than this factor in one iteration is a jump, not learning."""
+MAX_ABS_PIXEL = 1e3
+"""Normalised pixels are O(1); beyond this the images have blown up."""
+MAX_FAULTS_IN_A_ROW = 5
+FAULT_LR_FACTOR = 0.5
 Evaluator = Callable[[torch.Tensor, torch.Tensor, float], dict[str, float]]
 """(normalised images, labels, learned step size) -> {"val": accuracy, optionally "test": accuracy}.
 
@@ -74,7 +104,70 @@ def initial_images(settings: DistillSettings, dataset: PreparedDataset) -> tuple
     return dataset.normalize(dataset.images("train")[np.concatenate(chosen)]), labels
 
 
+@dataclass(frozen=True)
+class NumericalFault:
+    """What went wrong in one attempted iteration, and which learning rates ("lr_img", "lr_lr") it lowers."""
+
+    description: str
+    lowers: tuple[str, ...]
+
+
+def gradient_fault(gradients: MatchingGradients) -> NumericalFault | None:
+    """A non-finite loss or gradient: either update may have led there, so both learning rates are lowered."""
+    both = ("lr_img", "lr_lr")
+    if not torch.isfinite(gradients.loss):
+        return NumericalFault(f"non-finite matching loss ({float(gradients.loss)})", both)
+    if not torch.isfinite(gradients.images).all():
+        return NumericalFault("non-finite pixel gradient", both)
+    if not torch.isfinite(gradients.step_size):
+        return NumericalFault("non-finite step-size gradient", both)
+    return None
+
+
+def state_fault(images: torch.Tensor, log_step_sizes: torch.Tensor, previous_log_step_sizes: torch.Tensor) -> NumericalFault | None:
+    """Pixels blown up (lowers lr_img) or a learned step size out of range or jumping (lowers lr_lr)."""
+    peak = float(images.detach().abs().max())
+    if not peak <= MAX_ABS_PIXEL:
+        return NumericalFault(f"pixel blow-up (max |x| = {peak:.3g} > {MAX_ABS_PIXEL:g})", ("lr_img",))
+    low, high = STEP_SIZE_RANGE
+    for new, old in zip(log_step_sizes.detach().exp().tolist(), previous_log_step_sizes.exp().tolist()):
+        if not low <= new <= high:
+            return NumericalFault(f"learned step size {new:.3g} outside [{low:g}, {high:g}]", ("lr_lr",))
+        if max(new / old, old / new) > MAX_STEP_SIZE_RATIO:
+            return NumericalFault(f"learned step size jumped from {old:.3g} to {new:.3g}", ("lr_lr",))
+    return None
+
+
+@dataclass
+class _RollbackPoint:
+    """Everything one iteration changes, copied before it, so a faulty update can be undone exactly."""
+
+    images: torch.Tensor
+    log_step_sizes: torch.Tensor
+    optimizers: list[dict[str, Any]]
+    schedule: dict[str, Any]
+
+    @classmethod
+    def capture(cls, images: torch.Tensor, log_step_sizes: torch.Tensor, optimizers: list[torch.optim.Optimizer],
+                schedule: FixedSchedule | SelfAdaptiveSchedule) -> _RollbackPoint:
+        return cls(images.detach().clone(), log_step_sizes.detach().clone(),
+                   [copy.deepcopy(optimizer.state_dict()) for optimizer in optimizers], copy.deepcopy(schedule.state_dict()))
+
+    def restore(self, images: torch.Tensor, log_step_sizes: torch.Tensor, optimizers: list[torch.optim.Optimizer],
+                schedule: FixedSchedule | SelfAdaptiveSchedule) -> None:
+        with torch.no_grad():
+            images.copy_(self.images)
+            log_step_sizes.copy_(self.log_step_sizes)
+        # Copies again: load_state_dict keeps the given tensors, which the next step would change in place.
+        for optimizer, state in zip(optimizers, self.optimizers, strict=True):
+            optimizer.load_state_dict(copy.deepcopy(state))
+        schedule.load_state_dict(copy.deepcopy(self.schedule))
+
+
 def check_compatibility(settings: DistillSettings, dataset: PreparedDataset, store: ExpertStore) -> None:
+    low, high = STEP_SIZE_RANGE
+    if not low <= settings.lr_init <= high:
+        raise GalaxyDistillError(f"lr_init {settings.lr_init:g} is outside the sane step-size range [{low:g}, {high:g}]")
     expected = store.manifest["dataset"]["images_sha256"]
     if dataset.meta["images_sha256"] != expected:
         raise GalaxyDistillError(
@@ -92,7 +185,7 @@ class _Metrics:
     """Rows of per-iteration metrics; rewritten whole (atomically) at each checkpoint."""
 
     columns = ("iteration", "loss", "probe_loss", "start_epoch", "cap", "step_size", "pixel_lr", "val_accuracy", "test_accuracy",
-               "seconds")
+               "seconds", "faults")
 
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
@@ -130,6 +223,9 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     write_yaml(run_dir / "settings.yaml", resolved)
 
     flat_view = FlatParams(store.model_spec.build().to(device))
+    if flat_view.total != store.param_count:
+        raise GalaxyDistillError(f"{store.directory}: stores {store.param_count} parameters per network, but its model "
+                                 f"'{store.model_spec.name}' has {flat_view.total}")
     images, labels = initial_images(settings, dataset)
     batch_size = min(settings.batch_syn or len(images), len(images))
     inner = InnerLoop(flat_view, settings.syn_steps, batch_size, DiffAugment(strategy=settings.augment),
@@ -150,14 +246,18 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     best_images = images.detach().clone()
     best_step_size = settings.lr_init
     elapsed = 0.0
+    lr_factors = {"lr_img": 1.0, "lr_lr": 1.0}
 
-    checkpoint = load_checkpoint(run_dir) if resume else None
-    if checkpoint is None and (run_dir / "checkpoint.json").is_file() and not resume:
+    if not resume and has_checkpoint(run_dir):
         raise GalaxyDistillError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+    checkpoint = load_checkpoint(run_dir) if resume else None
+    if resume:
+        remove_interrupted_writes(run_dir)
+        remove_interrupted_writes(run_dir / "snapshots")
     if checkpoint is not None:
         tensors, meta, warnings = checkpoint
         for warning in warnings:
-            tqdm.write(warning)
+            tqdm.write(f"warning: {warning}", file=sys.stderr)
         with torch.no_grad():
             images.copy_(tensors["images"])
             log_step_sizes.copy_(tensors["log_step_sizes"])
@@ -168,7 +268,7 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
         rng.bit_generator.state = meta["numpy_rng"]
         schedule.load_state_dict(meta["schedule"])
         iteration, metric_rows, events, best = meta["iteration"], meta["metrics"], meta["events"], meta["best"]
-        best_step_size, elapsed = meta["best_step_size"], meta["elapsed"]
+        best_step_size, elapsed, lr_factors = meta["best_step_size"], meta["elapsed"], meta["lr_factors"]
 
     writer = _tensorboard(run_dir, settings.tensorboard)
     snapshots = run_dir / "snapshots"
@@ -185,45 +285,68 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
                    "generator_state": generator.get_state()}
         pixel_tensors, pixel_meta = optimizer_to_store("pixel", pixel_optimizer)
         size_tensors, size_meta = optimizer_to_store("step_size", step_size_optimizer)
-        save_checkpoint(run_dir, {**tensors, **pixel_tensors, **size_tensors}, {
+        save_checkpoint(run_dir, iteration, {**tensors, **pixel_tensors, **size_tensors}, {
             "iteration": iteration, "schedule": schedule.state_dict(), "numpy_rng": rng.bit_generator.state,
             "pixel_optimizer": pixel_meta, "step_size_optimizer": size_meta, "metrics": metric_rows,
-            "events": events, "best": best, "best_step_size": best_step_size, "elapsed": elapsed,
+            "events": events, "best": best, "best_step_size": best_step_size, "elapsed": elapsed, "lr_factors": lr_factors,
         })
         _Metrics(metric_rows).write(run_dir / "metrics.csv")
         write_json(run_dir / "stages.json", events)
 
     if iteration == 0:
         snapshot(0)
-    progress = tqdm(total=settings.iterations, initial=iteration, desc=f"distill ({settings.method})", unit="it")
+    optimizers = [pixel_optimizer, step_size_optimizer]
+    progress = tqdm(total=settings.iterations, initial=iteration, desc=f"distill ({settings.method})", unit="it", disable=None)
     started = time.perf_counter() - elapsed
+    faults_in_a_row = 0
     while not schedule.finished(iteration):
+        rollback = _RollbackPoint.capture(images, log_step_sizes, optimizers, schedule)
         stage = schedule.stage % stages
         expert = int(rng.integers(len(store)))
         start_epoch = schedule.start_epoch(iteration, rng)
         start = store.parameters_at(expert, start_epoch).to(device, non_blocking=True)
         target = store.parameters_at(expert, start_epoch + settings.expert_epochs).to(device, non_blocking=True)
+        pixel_lr = settings.lr_img * lr_factors["lr_img"] * schedule.pixel_lr_factor()
         for group in pixel_optimizer.param_groups:
-            group["lr"] = settings.lr_img * schedule.pixel_lr_factor()
+            group["lr"] = pixel_lr
+        for group in step_size_optimizer.param_groups:
+            group["lr"] = settings.lr_lr * lr_factors["lr_lr"]
         step_size = log_step_sizes[stage].detach().exp()
         gradients = inner.loss_and_gradients(images, labels, step_size, start, target, generator)
-        loss = gradients.loss
-        images.grad = gradients.images
-        log_step_sizes.grad = torch.zeros_like(log_step_sizes)
-        log_step_sizes.grad[stage] = gradients.step_size * step_size
-        if not torch.isfinite(loss) or not torch.isfinite(images.grad).all():
-            raise GalaxyDistillError(
-                f"non-finite matching loss or pixel gradient at iteration {iteration + 1}; lower --lr-img or --lr-init"
-            )
-        pixel_optimizer.step()
-        step_size_optimizer.step()
+        fault = gradient_fault(gradients)
+        if fault is None:
+            images.grad = gradients.images
+            log_step_sizes.grad = torch.zeros_like(log_step_sizes)
+            log_step_sizes.grad[stage] = gradients.step_size * step_size
+            pixel_optimizer.step()
+            step_size_optimizer.step()
+            fault = state_fault(images, log_step_sizes, rollback.log_step_sizes)
+        if fault is not None:
+            rollback.restore(images, log_step_sizes, optimizers, schedule)
+            faults_in_a_row += 1
+            for name in fault.lowers:
+                lr_factors[name] *= FAULT_LR_FACTOR
+            lowered = {name: getattr(settings, name) * lr_factors[name] for name in fault.lowers}
+            events.append({"iteration": iteration + 1, "kind": "fault", "detail": {
+                "fault": fault.description, "expert": expert, "start_epoch": start_epoch, "lowered": lowered,
+                "in_a_row": faults_in_a_row}})
+            tqdm.write(f"warning: iteration {iteration + 1}: {fault.description}; rolled back, lowered "
+                       + ", ".join(f"{name} to {value:.3g}" for name, value in lowered.items()), file=sys.stderr)
+            if faults_in_a_row >= MAX_FAULTS_IN_A_ROW:
+                write_json(run_dir / "stages.json", events)
+                raise GalaxyDistillError(
+                    f"iteration {iteration + 1}: {faults_in_a_row} numerical faults in a row (last: {fault.description}); "
+                    f"stopped, the last checkpoint holds the last good state: lower --lr-img, --lr-lr or --lr-init"
+                )
+            continue
+        faults = faults_in_a_row
+        faults_in_a_row = 0
         probe_epoch = schedule.probe_epoch()
         probe_loss = None
         if probe_epoch is not None:
             probe_start = store.parameters_at(expert, probe_epoch).to(device)
             probe_target = store.parameters_at(expert, probe_epoch + settings.expert_epochs).to(device)
-            probe_loss = float(inner.unrolled_loss(images, labels, step_size, probe_start, probe_target, generator,
-                                                   differentiable=False))
+            probe_loss = float(inner.probe_loss(images, labels, step_size, probe_start, probe_target, generator))
         iteration += 1
         new_events = schedule.observe(iteration, probe_loss)
         for event in new_events:
@@ -233,10 +356,10 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
             events.append(asdict(event))
             tqdm.write(f"iteration {event.iteration}: {event.kind} {event.detail}")
         row: dict[str, Any] = {
-            "iteration": iteration, "loss": float(loss), "probe_loss": probe_loss, "start_epoch": start_epoch,
+            "iteration": iteration, "loss": float(gradients.loss), "probe_loss": probe_loss, "start_epoch": start_epoch,
             "cap": getattr(schedule, "cap", settings.max_start_epoch), "step_size": current_step_size(),
-            "pixel_lr": settings.lr_img * schedule.pixel_lr_factor(), "val_accuracy": None, "test_accuracy": None,
-            "seconds": time.perf_counter() - started,
+            "pixel_lr": pixel_lr, "val_accuracy": None, "test_accuracy": None,
+            "seconds": time.perf_counter() - started, "faults": faults,
         }
         finishing = schedule.finished(iteration)
         if evaluator is not None and (iteration % settings.eval_every == 0 or finishing):
@@ -273,16 +396,34 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
 
 
 def load_synthetic(path: Path) -> tuple[torch.Tensor, torch.Tensor, float, list[str]]:
-    """(images, labels, learned step size, class names) from a run directory or synthetic.safetensors."""
-    from safetensors import safe_open
+    """(images, labels, learned step size, class names) from a run directory or synthetic.safetensors, checked."""
+    from safetensors import SafetensorError, safe_open
 
     file = path / SYNTHETIC_FILE if path.is_dir() else path
     if not file.is_file():
         raise GalaxyDistillError(f"{file}: no synthetic set here; run `galaxy-distill distill` first")
-    with safe_open(str(file), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise GalaxyDistillError(f"{file}: not a readable synthetic set ({exc})") from None
     missing = [key for key in ("images", "labels", "step_size") if key not in tensors]
     if missing:
         raise GalaxyDistillError(f"{file}: missing tensor(s) {', '.join(missing)}")
-    return tensors["images"], tensors["labels"], float(tensors["step_size"]), json.loads(metadata.get("class_names", "[]"))
+    images, labels, step_size = tensors["images"], tensors["labels"], tensors["step_size"]
+    if images.dim() != 4 or not images.is_floating_point():
+        raise GalaxyDistillError(f"{file}: images must be a float N x C x H x W tensor, got {images.dtype} {list(images.shape)}")
+    if labels.dim() != 1 or len(labels) != len(images) or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise GalaxyDistillError(f"{file}: labels must be {len(images)} integers, got {labels.dtype} {list(labels.shape)}")
+    if not torch.isfinite(images).all():
+        raise GalaxyDistillError(f"{file}: images contain NaN or infinite values")
+    if step_size.numel() != 1 or not 0 < float(step_size) < math.inf:
+        raise GalaxyDistillError(f"{file}: step_size must be one positive finite number, got {step_size.flatten()[:3].tolist()}")
+    try:
+        class_names = json.loads(metadata.get("class_names", "[]"))
+    except json.JSONDecodeError:
+        class_names = None
+    if not isinstance(class_names, list) or not all(isinstance(name, str) for name in class_names):
+        raise GalaxyDistillError(f"{file}: metadata class_names must be a JSON list of names")
+    return images.float(), labels.long(), float(step_size), class_names

@@ -3,24 +3,37 @@
 Each entry of `results` carries dataset, resolution, ipc, method, architecture, acc_mean,
 acc_std, n_eval, selection, wall_s (the schema of bench/results), plus per-class accuracy
 and the summed confusion matrix.
+
+Each finished network's accuracies are written at once (atomically) to a partial-results
+file beside the default output; `--resume` reuses those made with the same settings and
+inputs and trains only the missing networks, which are seeded independently of the others.
 """
 
 from __future__ import annotations
 
-import time
+import sys
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
+from galaxy_distill.config import workspace_dir
 from galaxy_distill.data.registry import PreparedDataset
-from galaxy_distill.distill.run import load_synthetic
+from galaxy_distill.distill.run import SYNTHETIC_FILE, load_synthetic
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.evaluate.baselines import BASELINES, baseline_set
 from galaxy_distill.evaluate.settings import EvaluateSettings
-from galaxy_distill.evaluate.train import TrainingProtocol, evaluate_image_set
+from galaxy_distill.evaluate.train import Accuracy, TrainingProtocol, evaluate_image_set
 from galaxy_distill.models.spec import ModelSpec
 from galaxy_distill.runtime import configure_backends, resolve_device
-from galaxy_distill.store import read_json
+from galaxy_distill.store import (
+    read_json,
+    remove_interrupted_writes,
+    sha256_file,
+    write_json,
+)
 
 DEFAULT_LR = 0.01
 
@@ -32,6 +45,87 @@ def _model_spec(name: str, dataset: PreparedDataset, run_spec: dict[str, Any] | 
     return ModelSpec(name=name, channels=channels, num_classes=dataset.num_classes, image_size=size)
 
 
+def partial_results_path(settings: EvaluateSettings, dataset: PreparedDataset) -> Path:
+    """RUN/evaluation.partial.json for a run directory, else beside the workspace's default output."""
+    if settings.run is not None and settings.run.is_dir():
+        return settings.run / "evaluation.partial.json"
+    return workspace_dir() / "evaluations" / f"{dataset.name}.partial.json"
+
+
+class PartialResults:
+    """The accuracies of every finished network, keyed "architecture/method/index", rewritten atomically after each.
+
+    `fingerprint` pins what the numbers depend on (settings, dataset, synthetic set, model), so
+    results of another evaluation are never mixed in.
+    """
+
+    def __init__(self, path: Path, fingerprint: dict[str, Any], resume: bool) -> None:
+        self.path = path
+        self.fingerprint = fingerprint
+        self.networks: dict[str, tuple[dict[str, Accuracy], float]] = self._load() if resume and path.is_file() else {}
+        if resume:
+            remove_interrupted_writes(path.parent, path.name)
+
+    def _load(self) -> dict[str, tuple[dict[str, Accuracy], float]]:
+        try:
+            stored = read_json(self.path)
+            if not isinstance(stored, dict) or not isinstance(stored.get("networks"), dict):
+                raise GalaxyDistillError(f"{self.path}: not a partial-results file")
+            networks = {key: self._parse(record) for key, record in stored["networks"].items()}
+        except GalaxyDistillError as exc:
+            tqdm.write(f"warning: ignoring damaged partial results ({exc}); evaluating every network again", file=sys.stderr)
+            return {}
+        if stored.get("fingerprint") != self.fingerprint:
+            raise GalaxyDistillError(
+                f"{self.path}: partial results of an evaluation with other settings or inputs; run without --resume to start over"
+            )
+        return networks
+
+    def _parse(self, record: Any) -> tuple[dict[str, Accuracy], float]:
+        try:
+            return {name: Accuracy(**values) for name, values in record["accuracies"].items()}, float(record["seconds"])
+        except (TypeError, KeyError, ValueError, AttributeError):
+            raise GalaxyDistillError(f"{self.path}: a network record lacks accuracies or seconds") from None
+
+    def finished(self, key: str) -> dict[str, Accuracy] | None:
+        found = self.networks.get(key)
+        return None if found is None else found[0]
+
+    def record(self, key: str, accuracies: dict[str, Accuracy], seconds: float) -> None:
+        self.networks[key] = (accuracies, seconds)
+        write_json(self.path, {"fingerprint": self.fingerprint, "networks": {
+            name: {"accuracies": {split: asdict(value) for split, value in found.items()}, "seconds": spent}
+            for name, (found, spent) in self.networks.items()
+        }})
+
+    def seconds(self, prefix: str) -> float:
+        return sum(spent for key, (_, spent) in self.networks.items() if key.startswith(prefix))
+
+
+class _CandidateLog:
+    """The NetworkLog of one (architecture, method) pair within the partial results."""
+
+    def __init__(self, partial: PartialResults, prefix: str) -> None:
+        self.partial, self.prefix = partial, prefix
+
+    def finished(self, index: int) -> dict[str, Accuracy] | None:
+        return self.partial.finished(f"{self.prefix}/{index}")
+
+    def record(self, index: int, accuracies: dict[str, Accuracy], seconds: float) -> None:
+        self.partial.record(f"{self.prefix}/{index}", accuracies, seconds)
+
+
+def _check_synthetic(where: Path, images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
+                     dataset: PreparedDataset) -> None:
+    if class_names and class_names != dataset.class_names:
+        raise GalaxyDistillError(f"{where}: synthetic set has classes {class_names}, dataset has {dataset.class_names}")
+    if tuple(images.shape[1:]) != dataset.image_shape:
+        raise GalaxyDistillError(f"{where}: synthetic images are {list(images.shape[1:])} (C, H, W), "
+                                 f"dataset '{dataset.name}' has {list(dataset.image_shape)}")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < dataset.num_classes:
+        raise GalaxyDistillError(f"{where}: synthetic labels must lie in 0..{dataset.num_classes - 1}")
+
+
 def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Evaluate the run's synthetic set (if any) and the requested baselines on every architecture."""
     device = resolve_device(settings.device)
@@ -40,10 +134,12 @@ def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: di
     channels, size, _ = dataset.image_shape
     candidates: list[tuple[str, torch.Tensor, torch.Tensor, float, str]] = []
     ipc = settings.ipc
+    fingerprint: dict[str, Any] = {"settings": settings.model_dump(mode="json", exclude={"resume"}),
+                                   "dataset_sha256": dataset.meta["images_sha256"], "run_model": run_model}
     if settings.run is not None:
         images, labels, step_size, class_names = load_synthetic(settings.run)
-        if class_names and class_names != dataset.class_names:
-            raise GalaxyDistillError(f"{settings.run}: synthetic set has classes {class_names}, dataset has {dataset.class_names}")
+        _check_synthetic(settings.run, images, labels, class_names, dataset)
+        fingerprint["synthetic_sha256"] = sha256_file(settings.run / SYNTHETIC_FILE if settings.run.is_dir() else settings.run)
         run_settings = read_json(settings.run / "settings.json") if settings.run.is_dir() else {}
         ipc = ipc or int(len(labels) // dataset.num_classes)
         method = run_settings.get("method", "distilled")
@@ -56,21 +152,23 @@ def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: di
     if not candidates:
         raise GalaxyDistillError(f"nothing to evaluate: give a distillation run and/or --baselines ({', '.join(BASELINES)})")
 
+    partial = PartialResults(partial_results_path(settings, dataset), fingerprint, settings.resume)
     results = []
     for architecture in settings.architectures:
         spec = _model_spec(architecture, dataset, run_model)
         for method, images, labels, lr, selection in candidates:
             epochs = settings.full_epochs if method == "full" else settings.epochs
             protocol = TrainingProtocol(epochs=epochs, lr=lr, batch_size=settings.batch_size)
-            started = time.perf_counter()
+            prefix = f"{architecture}/{method}"
             summary = evaluate_image_set(spec, (images, labels), {settings.split: test}, protocol, settings.num_eval,
-                                         settings.seed, device, description=f"{method} on {architecture}")[settings.split]
+                                         settings.seed, device, description=f"{method} on {architecture}",
+                                         log=_CandidateLog(partial, prefix))[settings.split]
             results.append({
                 "dataset": dataset.name, "resolution": size, "channels": channels,
                 "ipc": None if method == "full" else int(len(labels) // dataset.num_classes),
                 "method": method, "architecture": architecture, "acc_mean": summary.mean, "acc_std": summary.std,
                 "accuracies": summary.accuracies, "n_eval": settings.num_eval, "selection": selection,
-                "split": settings.split, "lr": lr, "epochs": epochs, "wall_s": time.perf_counter() - started,
+                "split": settings.split, "lr": lr, "epochs": epochs, "wall_s": partial.seconds(prefix + "/"),
                 "per_class_accuracy": dict(zip(dataset.class_names, summary.per_class_mean)),
                 "confusion": summary.confusion_total, "device": str(device),
             })

@@ -24,3 +24,4 @@ class EvaluateSettings(Settings):
     split: Literal["test", "val"] = "test"
     seed: int = 0
     device: str = "auto"
+    resume: bool = Field(False, description="reuse the networks an interrupted evaluation with the same settings finished")

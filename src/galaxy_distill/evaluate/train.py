@@ -2,11 +2,15 @@
 
 As in MTT: SGD with momentum 0.9 and weight decay 5e-4, the learned step size as the
 learning rate, x0.1 at half the epochs, differentiable augmentation on every batch.
+Network number i is seeded by (seed, i) alone, so networks can be trained in any order,
+or skipped when an interrupted evaluation resumes, without changing any result.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -14,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from galaxy_distill.data.augment import DiffAugment
+from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.models.spec import ModelSpec
 from galaxy_distill.runtime import seeded_generator
 
@@ -51,6 +56,20 @@ class EvaluationSummary:
         return float(np.std(self.accuracies))
 
 
+class NetworkLog(Protocol):
+    """Results of single networks kept outside the process, so an interrupted evaluation can resume."""
+
+    def finished(self, index: int) -> dict[str, Accuracy] | None:
+        """Accuracy per test set of network `index`, if it was already trained."""
+
+    def record(self, index: int, accuracies: dict[str, Accuracy], seconds: float) -> None:
+        """Keep the results of network `index` (durably, before the next network starts)."""
+
+
+def network_seed(seed: int, index: int) -> int:
+    return seed * 7919 + index
+
+
 def train_network(spec: ModelSpec, images: torch.Tensor, labels: torch.Tensor, protocol: TrainingProtocol,
                   seed: int, device: torch.device) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
@@ -64,7 +83,7 @@ def train_network(spec: ModelSpec, images: torch.Tensor, labels: torch.Tensor, p
     images, labels = images.to(device), labels.to(device)
     batch_size = min(protocol.batch_size, len(images))
     network.train()
-    for _ in range(protocol.epochs):
+    for epoch in range(protocol.epochs):
         order = torch.randperm(len(images), generator=generator).to(device)
         for start in range(0, len(images), batch_size):
             indices = order[start : start + batch_size]
@@ -73,6 +92,11 @@ def train_network(spec: ModelSpec, images: torch.Tensor, labels: torch.Tensor, p
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if not torch.isfinite(loss):
+            raise GalaxyDistillError(
+                f"evaluation network (seed {seed}) diverged: loss {float(loss.detach())} in epoch {epoch + 1} at learning rate "
+                f"{protocol.lr:g}; the learning rate is too high for this image set"
+            )
         scheduler.step()
     return network
 
@@ -91,13 +115,23 @@ def measure_accuracy(network: torch.nn.Module, images: torch.Tensor, labels: tor
 def evaluate_image_set(spec: ModelSpec, train: tuple[torch.Tensor, torch.Tensor],
                        tests: dict[str, tuple[torch.Tensor, torch.Tensor]], protocol: TrainingProtocol,
                        num_networks: int, seed: int, device: torch.device,
-                       description: str = "evaluating") -> dict[str, EvaluationSummary]:
-    """Train `num_networks` fresh networks on `train`; accuracy on each named test set."""
+                       description: str = "evaluating", log: NetworkLog | None = None) -> dict[str, EvaluationSummary]:
+    """Train `num_networks` fresh networks on `train`; accuracy on each named test set.
+
+    With a `log`, networks it already holds are not trained again and each new one is recorded.
+    """
     results: dict[str, list[Accuracy]] = {name: [] for name in tests}
-    for index in tqdm(range(num_networks), desc=description, unit="net", leave=False):
-        network = train_network(spec, *train, protocol, seed=seed * 7919 + index, device=device)
-        for name, (images, labels) in tests.items():
-            results[name].append(measure_accuracy(network, images, labels, spec.num_classes, device))
+    for index in tqdm(range(num_networks), desc=description, unit="net", leave=False, disable=None):
+        accuracies = log.finished(index) if log is not None else None
+        if accuracies is None:
+            started = time.perf_counter()
+            network = train_network(spec, *train, protocol, seed=network_seed(seed, index), device=device)
+            accuracies = {name: measure_accuracy(network, images, labels, spec.num_classes, device)
+                          for name, (images, labels) in tests.items()}
+            if log is not None:
+                log.record(index, accuracies, time.perf_counter() - started)
+        for name in tests:
+            results[name].append(accuracies[name])
     return {
         name: EvaluationSummary(
             [r.overall for r in found],

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 
 from galaxy_distill.errors import GalaxyDistillError
@@ -25,20 +26,57 @@ def expert_file_name(expert_id: int) -> str:
     return f"expert_{expert_id:04d}.safetensors"
 
 
+def parse_manifest(path: Path, manifest: Any) -> tuple[list[dict[str, Any]], ModelSpec, int, int]:
+    """(experts sorted by id, model, parameter count, epochs) of a manifest, or an error naming what is wrong."""
+
+    def invalid(problem: str) -> GalaxyDistillError:
+        return GalaxyDistillError(f"{path}: not a valid expert manifest ({problem})")
+
+    if not isinstance(manifest, dict):
+        raise invalid(f"expected a JSON object, got {type(manifest).__name__}")
+    missing = [key for key in ("settings", "dataset", "model", "param_count", "experts") if key not in manifest]
+    if missing:
+        raise invalid(f"missing {', '.join(missing)}")
+    epochs = manifest["settings"].get("epochs") if isinstance(manifest["settings"], dict) else None
+    if not isinstance(epochs, int) or epochs < 1:
+        raise invalid("settings.epochs must be a positive integer")
+    if not isinstance(manifest["dataset"], dict) or not isinstance(manifest["dataset"].get("images_sha256"), str):
+        raise invalid("dataset.images_sha256 missing")
+    try:
+        model_spec = ModelSpec.model_validate(manifest["model"])
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'model'}: {err['msg']}" for err in exc.errors())
+        raise invalid(f"model: {problems}") from None
+    param_count = manifest["param_count"]
+    if not isinstance(param_count, int) or param_count < 1:
+        raise invalid("param_count must be a positive integer")
+    entries = manifest["experts"]
+    if not isinstance(entries, list):
+        raise invalid("experts must be a list")
+    for position, entry in enumerate(entries):
+        if not (isinstance(entry, dict) and isinstance(entry.get("id"), int) and isinstance(entry.get("file"), str)
+                and isinstance(entry.get("sha256"), str) and isinstance(entry.get("test_accuracy"), list)):
+            raise invalid(f"experts[{position}] needs id, file, sha256 and test_accuracy")
+        if Path(entry["file"]).name != entry["file"]:
+            raise invalid(f"experts[{position}].file must be a file name inside the store, not {entry['file']!r}")
+    ids = [entry["id"] for entry in entries]
+    if len(set(ids)) != len(ids):
+        raise invalid("expert ids repeat")
+    return sorted(entries, key=lambda entry: entry["id"]), model_spec, param_count, epochs
+
+
 class ExpertStore:
     def __init__(self, directory: str | Path, verify: bool = True) -> None:
         self.directory = Path(directory)
-        if not (self.directory / MANIFEST_FILE).is_file():
+        manifest_path = self.directory / MANIFEST_FILE
+        if not manifest_path.is_file():
             raise GalaxyDistillError(
                 f"{self.directory}: no {MANIFEST_FILE}; expected an expert store written by `galaxy-distill experts`"
             )
-        self.manifest: dict[str, Any] = read_json(self.directory / MANIFEST_FILE)
-        self.experts: list[dict[str, Any]] = sorted(self.manifest.get("experts", []), key=lambda e: e["id"])
+        self.manifest: dict[str, Any] = read_json(manifest_path)
+        self.experts, self.model_spec, self.param_count, self.epochs = parse_manifest(manifest_path, self.manifest)
         if not self.experts:
-            raise GalaxyDistillError(f"{self.directory / MANIFEST_FILE}: lists no finished experts")
-        self.model_spec = ModelSpec.model_validate(self.manifest["model"])
-        self.param_count = int(self.manifest["param_count"])
-        self.epochs = int(self.manifest["settings"]["epochs"])
+            raise GalaxyDistillError(f"{manifest_path}: lists no finished experts")
         if verify:
             for entry in self.experts:
                 self._check_file(entry)
@@ -52,9 +90,12 @@ class ExpertStore:
             raise GalaxyDistillError(f"{path}: checksum mismatch (corrupt or changed expert file)")
         try:
             with safe_open(str(path), framework="pt") as handle:
-                shape = handle.get_slice("trajectory").get_shape()
+                trajectory = handle.get_slice("trajectory")
+                shape, dtype = trajectory.get_shape(), trajectory.get_dtype()
         except (SafetensorError, OSError, KeyError) as exc:
             raise GalaxyDistillError(f"{path}: not a readable expert file ({exc})") from None
+        if dtype != "F32":
+            raise GalaxyDistillError(f"{path}: trajectory holds {dtype} values, expected F32 (float32)")
         if list(shape) != [self.epochs + 1, self.param_count]:
             raise GalaxyDistillError(
                 f"{path}: trajectory has shape {list(shape)}, expected [{self.epochs + 1}, {self.param_count}] "

@@ -3,12 +3,15 @@
 Experts are trained `parallel` at a time as one stacked parameter tensor through
 `torch.func.vmap`, so a GPU runs many small networks per kernel launch. A group of
 experts shares one random stream (shuffles, augmentation); an expert is thus defined
-by (seed, group), and a resumed run redoes only unfinished groups, bit for bit.
+by (seed, group). Running the command again on the same --out resumes: experts whose
+files are intact (by checksum) are kept, and only unfinished or damaged groups are
+trained again, bit for bit.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +24,17 @@ from galaxy_distill.data.augment import DiffAugment
 from galaxy_distill.data.registry import PreparedDataset
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts.settings import ExpertSettings
-from galaxy_distill.experts.store import MANIFEST_FILE, expert_file_name
+from galaxy_distill.experts.store import MANIFEST_FILE, expert_file_name, parse_manifest
 from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.models.spec import ModelSpec
 from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator
-from galaxy_distill.store import read_json, save_tensors, write_json
+from galaxy_distill.store import (
+    read_json,
+    remove_interrupted_writes,
+    save_tensors,
+    sha256_file,
+    write_json,
+)
 
 
 def model_spec_for(settings: ExpertSettings, dataset: PreparedDataset) -> ModelSpec:
@@ -78,7 +87,7 @@ def _train_group(settings: ExpertSettings, flat_view: FlatParams, expert_ids: li
                 velocity = settings.momentum * velocity + gradient
                 flats = flats - settings.lr * velocity
             if not torch.isfinite(loss):
-                raise GalaxyDistillError(f"expert training diverged (loss {float(loss)}) in epoch {epoch + 1}; lower --lr")
+                raise GalaxyDistillError(f"expert training diverged (loss {float(loss.detach())}) in epoch {epoch + 1}; lower --lr")
         trajectory[:, epoch + 1] = flats.cpu()
         accuracy[:, epoch] = batched_accuracy(flat_view, flats, *test).cpu()
         progress.set_postfix(test_acc=f"{accuracy[:, epoch].mean():.3f}")
@@ -96,10 +105,17 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     manifest_path = out_dir / MANIFEST_FILE
     if manifest_path.is_file():
         manifest = read_json(manifest_path)
-        if manifest.get("settings") != resolved:
+        parse_manifest(manifest_path, manifest)
+        if manifest["settings"] != resolved:
             raise GalaxyDistillError(
                 f"{manifest_path}: an expert store with different settings exists here; use another --out or the same settings"
             )
+        if manifest["dataset"]["images_sha256"] != dataset.meta["images_sha256"]:
+            raise GalaxyDistillError(
+                f"{manifest_path}: these experts were trained on other images than '{dataset.name}' holds now; use another --out"
+            )
+        remove_interrupted_writes(out_dir)
+        manifest["experts"] = _intact_experts(out_dir, manifest["experts"])
     else:
         manifest = {
             "settings": resolved,
@@ -115,7 +131,7 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     augment = DiffAugment(strategy=settings.augment)
     groups = [list(range(g, min(g + settings.parallel, settings.num_experts))) for g in range(0, settings.num_experts, settings.parallel)]
     progress = tqdm(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
-                    desc="experts (expert-epochs)", unit="ep")
+                    desc="experts (expert-epochs)", unit="ep", disable=None)
     for expert_ids in groups:
         if all(i in done for i in expert_ids):
             continue
@@ -135,6 +151,19 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
         write_json(manifest_path, manifest)
     progress.close()
     return manifest_path
+
+
+def _intact_experts(out_dir: Path, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The manifest entries whose files match their checksums; the others are reported and will be trained again."""
+    intact = []
+    for entry in entries:
+        path = out_dir / entry["file"]
+        if path.is_file() and sha256_file(path) == entry["sha256"]:
+            intact.append(entry)
+        else:
+            tqdm.write(f"warning: {path}: missing or corrupt (checksum mismatch); training expert {entry['id']} again",
+                       file=sys.stderr)
+    return intact
 
 
 def summarize(manifest: dict[str, Any]) -> dict[str, float]:
