@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from galaxy_distill import distributed
 from galaxy_distill.cli_options import settings_options
 from galaxy_distill.data.base import PrepareSettings
 from galaxy_distill.distill.settings import DistillSettings
@@ -26,6 +27,8 @@ app.add_typer(data_app, name="data")
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings; flags override it.")]
 OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default: in the workspace).")]
+NprocOption = Annotated[int, typer.Option("--nproc", min=1, help=(
+    "Processes (one per GPU) to share the work, started through torchrun; or run under torchrun yourself."))]
 
 
 @data_app.command("list")
@@ -89,8 +92,9 @@ def data_show(
 
 @app.command("experts")
 @settings_options(ExpertSettings)
-def experts_command(values: dict[str, Any], out: OutOption = None, config: ConfigOption = None) -> None:
+def experts_command(values: dict[str, Any], out: OutOption = None, config: ConfigOption = None, nproc: NprocOption = 1) -> None:
     """Train expert networks on a prepared dataset and store their per-epoch trajectories (resumable)."""
+    distributed.launch(nproc)
     from galaxy_distill.config import resolve_settings, workspace_dir
     from galaxy_distill.data import load_prepared
     from galaxy_distill.experts.train import summarize, train_experts
@@ -112,8 +116,10 @@ def distill_command(
     out: OutOption = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     config: ConfigOption = None,
+    nproc: NprocOption = 1,
 ) -> None:
     """Distil synthetic prototypes with MTT (fixed schedule) or STM (self-adaptive)."""
+    distributed.launch(nproc)
     from galaxy_distill.config import resolve_settings, workspace_dir
     from galaxy_distill.data import load_prepared
     from galaxy_distill.distill.run import distill
@@ -135,8 +141,9 @@ def distill_command(
 @settings_options(EvaluateSettings)
 def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="JSON file to write (default: RUN/evaluation.json or the workspace).")] = None,
-        config: ConfigOption = None) -> None:
+        config: ConfigOption = None, nproc: NprocOption = 1) -> None:
     """Train fresh networks on a distilled set and/or baselines; report test accuracy mean ± std."""
+    distributed.launch(nproc)
     from galaxy_distill.config import resolve_settings, workspace_dir
     from galaxy_distill.data import load_prepared
     from galaxy_distill.evaluate.run import evaluate, results_table
@@ -156,7 +163,8 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
     results = evaluate(settings, dataset, run_model)
     target = out or (settings.run / "evaluation.json" if settings.run is not None and settings.run.is_dir()
                      else workspace_dir() / "evaluations" / f"{dataset.name}.json")
-    write_json(target, {"settings": settings.model_dump(mode="json"), "results": results})
+    if distributed.is_main():
+        write_json(target, {"settings": settings.model_dump(mode="json"), "results": results})
     typer.echo(results_table(results))
     typer.echo(f"wrote {target}")
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from galaxy_distill import distributed
 from galaxy_distill.data.augment import DiffAugment
 from galaxy_distill.data.preview import class_grid_png
 from galaxy_distill.data.registry import PreparedDataset
@@ -210,17 +211,22 @@ def _tensorboard(run_dir: Path, enabled: bool) -> Any:
 
 def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertStore, run_dir: Path,
             evaluator: Evaluator | None = None, resume: bool = False) -> DistillResult:
-    """Run (or resume) a distillation into run_dir."""
+    """Run (or resume) a distillation into run_dir.
+
+    Under torchrun every rank runs the same iterations, on its share of each inner batch
+    (InnerLoop's Shard), and holds the same images and optimiser state; rank 0 alone writes.
+    """
     check_compatibility(settings, dataset, store)
-    device = resolve_device(settings.device)
+    device = distributed.setup(resolve_device(settings.device))
     configure_backends(device)
     resolved = json.loads(settings.model_dump_json())
     run_dir.mkdir(parents=True, exist_ok=True)
     settings_path = run_dir / "settings.json"
     if settings_path.is_file() and read_json(settings_path) != resolved:
         raise GalaxyDistillError(f"{run_dir}: holds a run with other settings; choose another --out")
-    write_json(settings_path, resolved)
-    write_yaml(run_dir / "settings.yaml", resolved)
+    if distributed.is_main():
+        write_json(settings_path, resolved)
+        write_yaml(run_dir / "settings.yaml", resolved)
 
     flat_view = FlatParams(store.model_spec.build().to(device))
     if flat_view.total != store.param_count:
@@ -229,7 +235,7 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     images, labels = initial_images(settings, dataset)
     batch_size = min(settings.batch_syn or len(images), len(images))
     inner = InnerLoop(flat_view, settings.syn_steps, batch_size, DiffAugment(strategy=settings.augment),
-                      chunk_size=settings.batch_chunk)
+                      chunk_size=settings.batch_chunk, shard=distributed.shard())
     images = images.to(device).requires_grad_(True)
     labels = labels.to(device)
     stages = settings.max_start_epoch if (settings.lr_per_stage and settings.method == "stm") else 1
@@ -251,7 +257,7 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     if not resume and has_checkpoint(run_dir):
         raise GalaxyDistillError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
     checkpoint = load_checkpoint(run_dir) if resume else None
-    if resume:
+    if resume and distributed.is_main():
         remove_interrupted_writes(run_dir)
         remove_interrupted_writes(run_dir / "snapshots")
     if checkpoint is not None:
@@ -270,10 +276,12 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
         iteration, metric_rows, events, best = meta["iteration"], meta["metrics"], meta["events"], meta["best"]
         best_step_size, elapsed, lr_factors = meta["best_step_size"], meta["elapsed"], meta["lr_factors"]
 
-    writer = _tensorboard(run_dir, settings.tensorboard)
+    writer = _tensorboard(run_dir, settings.tensorboard and distributed.is_main())
     snapshots = run_dir / "snapshots"
 
     def snapshot(tag: int) -> None:
+        if not distributed.is_main():
+            return
         class_grid_png(dataset.to_display(images), labels.cpu().numpy(), dataset.class_names,
                        snapshots / f"iter_{tag:06d}.png", per_class=min(settings.ipc, 10), title=f"iteration {tag}")
 
@@ -281,6 +289,8 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
         return float(log_step_sizes[schedule.stage % stages].detach().exp())
 
     def save_state() -> None:
+        if not distributed.is_main():
+            return
         tensors = {"images": images, "log_step_sizes": log_step_sizes, "best_images": best_images,
                    "generator_state": generator.get_state()}
         pixel_tensors, pixel_meta = optimizer_to_store("pixel", pixel_optimizer)
@@ -296,7 +306,8 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     if iteration == 0:
         snapshot(0)
     optimizers = [pixel_optimizer, step_size_optimizer]
-    progress = tqdm(total=settings.iterations, initial=iteration, desc=f"distill ({settings.method})", unit="it", disable=None)
+    progress = tqdm(total=settings.iterations, initial=iteration, desc=f"distill ({settings.method})", unit="it",
+                    disable=distributed.progress_disabled())
     started = time.perf_counter() - elapsed
     faults_in_a_row = 0
     while not schedule.finished(iteration):
@@ -333,7 +344,8 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
             tqdm.write(f"warning: iteration {iteration + 1}: {fault.description}; rolled back, lowered "
                        + ", ".join(f"{name} to {value:.3g}" for name, value in lowered.items()), file=sys.stderr)
             if faults_in_a_row >= MAX_FAULTS_IN_A_ROW:
-                write_json(run_dir / "stages.json", events)
+                if distributed.is_main():
+                    write_json(run_dir / "stages.json", events)
                 raise GalaxyDistillError(
                     f"iteration {iteration + 1}: {faults_in_a_row} numerical faults in a row (last: {fault.description}); "
                     f"stopped, the last checkpoint holds the last good state: lower --lr-img, --lr-lr or --lr-init"
@@ -388,10 +400,12 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     if evaluator is None:
         best_images, best_step_size = images.detach().clone(), current_step_size()
     synthetic_path = run_dir / SYNTHETIC_FILE
-    save_tensors(synthetic_path, {"images": best_images, "labels": labels, "step_size": torch.tensor(best_step_size)},
-                 metadata={"class_names": json.dumps(dataset.class_names), "dataset": dataset.name})
-    class_grid_png(dataset.to_display(best_images), labels.cpu().numpy(), dataset.class_names, run_dir / "prototypes.png",
-                   per_class=min(settings.ipc, 10), title=f"{settings.method.upper()} prototypes, IPC {settings.ipc}")
+    if distributed.is_main():
+        save_tensors(synthetic_path, {"images": best_images, "labels": labels, "step_size": torch.tensor(best_step_size)},
+                     metadata={"class_names": json.dumps(dataset.class_names), "dataset": dataset.name})
+        class_grid_png(dataset.to_display(best_images), labels.cpu().numpy(), dataset.class_names, run_dir / "prototypes.png",
+                       per_class=min(settings.ipc, 10), title=f"{settings.method.upper()} prototypes, IPC {settings.ipc}")
+    distributed.barrier()  # the outputs exist when any rank returns
     return DistillResult(run_dir, iteration, best["val_accuracy"], best["iteration"], synthetic_path, elapsed)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from galaxy_distill import distributed
 from galaxy_distill.config import workspace_dir
 from galaxy_distill.data.registry import PreparedDataset
 from galaxy_distill.distill.run import SYNTHETIC_FILE, load_synthetic
@@ -93,10 +94,11 @@ class PartialResults:
 
     def record(self, key: str, accuracies: dict[str, Accuracy], seconds: float) -> None:
         self.networks[key] = (accuracies, seconds)
-        write_json(self.path, {"fingerprint": self.fingerprint, "networks": {
-            name: {"accuracies": {split: asdict(value) for split, value in found.items()}, "seconds": spent}
-            for name, (found, spent) in self.networks.items()
-        }})
+        if distributed.is_main():
+            write_json(self.path, {"fingerprint": self.fingerprint, "networks": {
+                name: {"accuracies": {split: asdict(value) for split, value in found.items()}, "seconds": spent}
+                for name, (found, spent) in self.networks.items()
+            }})
 
     def seconds(self, prefix: str) -> float:
         return sum(spent for key, (_, spent) in self.networks.items() if key.startswith(prefix))
@@ -128,7 +130,7 @@ def _check_synthetic(where: Path, images: torch.Tensor, labels: torch.Tensor, cl
 
 def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Evaluate the run's synthetic set (if any) and the requested baselines on every architecture."""
-    device = resolve_device(settings.device)
+    device = distributed.setup(resolve_device(settings.device))
     configure_backends(device)
     test = dataset.tensors(settings.split)
     channels, size, _ = dataset.image_shape

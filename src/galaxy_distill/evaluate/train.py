@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from galaxy_distill import distributed
 from galaxy_distill.data.augment import DiffAugment
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.models.spec import ModelSpec
@@ -119,19 +120,28 @@ def evaluate_image_set(spec: ModelSpec, train: tuple[torch.Tensor, torch.Tensor]
     """Train `num_networks` fresh networks on `train`; accuracy on each named test set.
 
     With a `log`, networks it already holds are not trained again and each new one is recorded.
+    Under torchrun the ranks train one network each per round and all return every result.
     """
-    results: dict[str, list[Accuracy]] = {name: [] for name in tests}
-    for index in tqdm(range(num_networks), desc=description, unit="net", leave=False, disable=None):
-        accuracies = log.finished(index) if log is not None else None
-        if accuracies is None:
-            started = time.perf_counter()
-            network = train_network(spec, *train, protocol, seed=network_seed(seed, index), device=device)
-            accuracies = {name: measure_accuracy(network, images, labels, spec.num_classes, device)
-                          for name, (images, labels) in tests.items()}
-            if log is not None:
-                log.record(index, accuracies, time.perf_counter() - started)
-        for name in tests:
-            results[name].append(accuracies[name])
+    by_index: dict[int, dict[str, Accuracy]] = {}
+    progress = tqdm(total=num_networks, desc=description, unit="net", leave=False, disable=distributed.progress_disabled())
+    for index in distributed.rounds(range(num_networks)):
+        outcome = None
+        if index is not None:
+            accuracies, seconds = (log.finished(index) if log is not None else None), None
+            if accuracies is None:
+                started = time.perf_counter()
+                network = train_network(spec, *train, protocol, seed=network_seed(seed, index), device=device)
+                accuracies = {name: measure_accuracy(network, images, labels, spec.num_classes, device)
+                              for name, (images, labels) in tests.items()}
+                seconds = time.perf_counter() - started
+            outcome = (index, accuracies, seconds)
+        for number, accuracies, seconds in filter(None, distributed.all_gather(outcome)):
+            if log is not None and seconds is not None:
+                log.record(number, accuracies, seconds)
+            by_index[number] = accuracies
+            progress.update(1)
+    progress.close()
+    results = {name: [by_index[number][name] for number in range(num_networks)] for name in tests}
     return {
         name: EvaluationSummary(
             [r.overall for r in found],

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from galaxy_distill import distributed
 from galaxy_distill.data.augment import DiffAugment
 from galaxy_distill.data.registry import PreparedDataset
 from galaxy_distill.errors import GalaxyDistillError
@@ -96,8 +97,12 @@ def _train_group(settings: ExpertSettings, flat_view: FlatParams, expert_ids: li
 
 
 def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: Path) -> Path:
-    """Train (or finish training) the expert store in out_dir; returns the manifest path."""
-    device = resolve_device(settings.device)
+    """Train (or finish training) the expert store in out_dir; returns the manifest path.
+
+    Under torchrun the groups are shared out among the ranks, each writing its own expert
+    files; rank 0 alone writes the manifest, after every round of groups.
+    """
+    device = distributed.setup(resolve_device(settings.device))
     configure_backends(device)
     spec = model_spec_for(settings, dataset)
     flat_view = FlatParams(spec.build().to(device))
@@ -114,7 +119,8 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
             raise GalaxyDistillError(
                 f"{manifest_path}: these experts were trained on other images than '{dataset.name}' holds now; use another --out"
             )
-        remove_interrupted_writes(out_dir)
+        if distributed.is_main():
+            remove_interrupted_writes(out_dir)
         manifest["experts"] = _intact_experts(out_dir, manifest["experts"])
     else:
         manifest = {
@@ -131,24 +137,30 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     augment = DiffAugment(strategy=settings.augment)
     groups = [list(range(g, min(g + settings.parallel, settings.num_experts))) for g in range(0, settings.num_experts, settings.parallel)]
     progress = tqdm(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
-                    desc="experts (expert-epochs)", unit="ep", disable=None)
-    for expert_ids in groups:
-        if all(i in done for i in expert_ids):
-            continue
-        started = time.perf_counter()
-        trajectory, accuracy = _train_group(settings, flat_view, expert_ids, train, test, augment, progress)
-        seconds = time.perf_counter() - started
-        for position, expert_id in enumerate(expert_ids):
-            if expert_id in done:
-                continue
-            file_name = expert_file_name(expert_id)
-            digest = save_tensors(out_dir / file_name, {"trajectory": trajectory[position]})
-            manifest["experts"].append({
-                "id": expert_id, "file": file_name, "sha256": digest,
-                "test_accuracy": accuracy[position].tolist(), "group_seconds": seconds,
-            })
-        manifest["experts"].sort(key=lambda e: e["id"])
-        write_json(manifest_path, manifest)
+                    desc="experts (expert-epochs)", unit="ep", disable=distributed.progress_disabled())
+    pending = [expert_ids for expert_ids in groups if not all(i in done for i in expert_ids)]
+    distributed.barrier()  # no rank writes before rank 0 has cleaned the store
+    for expert_ids in distributed.rounds(pending):
+        entries = []
+        if expert_ids is not None:
+            started = time.perf_counter()
+            trajectory, accuracy = _train_group(settings, flat_view, expert_ids, train, test, augment, progress)
+            seconds = time.perf_counter() - started
+            for position, expert_id in enumerate(expert_ids):
+                if expert_id in done:
+                    continue
+                file_name = expert_file_name(expert_id)
+                digest = save_tensors(out_dir / file_name, {"trajectory": trajectory[position]})
+                entries.append({
+                    "id": expert_id, "file": file_name, "sha256": digest,
+                    "test_accuracy": accuracy[position].tolist(), "group_seconds": seconds,
+                })
+        gathered = distributed.all_gather(entries)
+        progress.update(settings.epochs * (sum(map(len, gathered)) - len(entries)))
+        manifest["experts"] = sorted(manifest["experts"] + [entry for part in gathered for entry in part], key=lambda e: e["id"])
+        if distributed.is_main():
+            write_json(manifest_path, manifest)
+    distributed.barrier()  # the manifest is complete when any rank returns
     progress.close()
     return manifest_path
 
@@ -160,7 +172,7 @@ def _intact_experts(out_dir: Path, entries: list[dict[str, Any]]) -> list[dict[s
         path = out_dir / entry["file"]
         if path.is_file() and sha256_file(path) == entry["sha256"]:
             intact.append(entry)
-        else:
+        elif distributed.is_main():
             tqdm.write(f"warning: {path}: missing or corrupt (checksum mismatch); training expert {entry['id']} again",
                        file=sys.stderr)
     return intact
