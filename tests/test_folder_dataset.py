@@ -380,3 +380,27 @@ def test_cli_prepare_and_show(tmp_path: Path, gz1_files, workspace: Path) -> Non
                             check=False, capture_output=True, text=True, env=env, timeout=120)
     assert failed.returncode == 2
     assert failed.stderr.strip().count("\n") == 0 and "directory not found" in failed.stderr
+
+
+def test_a_folder_dataset_goes_through_experts_distillation_and_evaluation(tmp_path: Path, gz1_files, workspace: Path) -> None:
+    """A user's own class folders (JPEG and FITS mixed) work by name in every later command."""
+    root = tmp_path / "mine"
+    for name, files in gz1_files.items():
+        copy_class(files, root / name, 0, 14)
+        write_fits(root / name / "extra.fits", galaxy_planes(len(name)))
+    prepare(settings(root, name="mine"))
+    env = {**os.environ, "GALAXY_DISTILL_HOME": str(workspace)}
+    command = shutil.which("galaxy-distill") or "galaxy-distill"
+    steps = [
+        ["experts", "--dataset", "mine", "--num-experts", "2", "--epochs", "3", "--width", "8", "--batch-size", "8", "--device", "cpu"],
+        ["distill", "--dataset", "mine", "--experts", str(workspace / "experts" / "mine"), "--ipc", "1", "--syn-steps", "4",
+         "--max-start-epoch", "2", "--iterations", "4", "--eval-every", "2", "--eval-epochs", "5", "--device", "cpu"],
+        ["evaluate", "--run", str(workspace / "runs" / "mine-stm-ipc1"), "--baselines", "random", "--num-eval", "1",
+         "--epochs", "5", "--device", "cpu"],
+    ]
+    for step in steps:
+        done = subprocess.run([command, *step], check=False, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    evaluation = json.loads((workspace / "runs" / "mine-stm-ipc1" / "evaluation.json").read_text())
+    assert {entry["method"] for entry in evaluation["results"]} == {"stm", "random"}
+    assert set(evaluation["results"][0]["per_class_accuracy"]) == {"edge-on", "elliptical", "spiral"}

@@ -32,14 +32,15 @@ def run_demo(out: Path | None = None) -> Path:
     typer.echo("1/4 generating SimZoo (9 simulated galaxy classes, 32 px)")
     dataset = prepare(DEMO_DATASET)
     typer.echo("2/4 training expert networks on the simulated galaxies")
-    expert_settings = ExpertSettings(dataset=dataset.name, width=DEMO_WIDTH, num_experts=4, epochs=12, parallel=4, device="cpu")
+    expert_settings = ExpertSettings(dataset=dataset.name, width=DEMO_WIDTH, num_experts=4, epochs=10, batch_size=32,
+                                     parallel=4, device="cpu")
     experts_dir = run_dir / "experts"
     train_experts(expert_settings, dataset, experts_dir)
     store = ExpertStore(experts_dir)
     typer.echo("3/4 distilling one prototype per class with STM")
     distill_settings = DistillSettings(
         dataset=dataset.name, experts=experts_dir, method="stm", ipc=1, syn_steps=10, max_start_epoch=6,
-        iterations=240, lr_img=100.0, eval_every=80, eval_nets=2, eval_epochs=200, stm_patience=80,
+        iterations=200, lr_img=100.0, eval_every=80, eval_nets=2, eval_epochs=200, stm_patience=80,
         stm_decay_every=10, stm_stop_factor=0.2, checkpoint_every=40, snapshot_every=40, device="cpu",
     )
     result = distill(distill_settings, dataset, store, run_dir / "stm",

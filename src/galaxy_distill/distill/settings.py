@@ -24,7 +24,7 @@ class DistillSettings(Settings):
         None, ge=1, description="images per chunk of an inner step's batch: caps memory, same gradients (default: whole batch)")
     cuda_graphs: bool = Field(True, description="replay each inner step as a CUDA graph on GPUs (same results, far fewer launches)")
     init: Literal["real", "noise"] = "real"
-    lr_img: float = Field(1000.0, gt=0)
+    lr_img: float = Field(100.0, gt=0)
     momentum_img: float = Field(0.5, ge=0, lt=1)
     lr_init: float = Field(0.01, gt=0)
     lr_lr: float = Field(0.01, ge=0)
