@@ -38,8 +38,8 @@ def run_tests(scratch: Path) -> tuple[list[dict[str, Any]], str]:
 
 
 def cell(text: Any, scratch: Path) -> str:
-    """A table cell: the scratch directory (and the test's own folder in it) shortened to '…', pipes escaped."""
-    shown = re.sub(re.escape(str(scratch / "tmp")) + r"/[^/]+/", "…/", str(text))
+    """A table cell: the scratch directory and the test's own folder in it shortened to '…', pipes escaped."""
+    shown = re.sub(re.escape(str(scratch / "tmp")) + r"/[^/:'\s]+", "…", str(text))
     return shown.replace("|", "\\|")
 
 
@@ -55,12 +55,13 @@ def main() -> None:
         cases, summary = run_tests(scratch)
         crash = [c for c in cases if c["section"] == "crash safety"]
         faults = [c for c in cases if c["section"] == "numerical faults"]
-        hostile = [c for c in cases if c["section"] == "hostile inputs"]
+        hostile = [c for c in cases if c["section"] == "hostile inputs" and c["group"] != "code"]
+        scans = [c for c in cases if c["section"] == "hostile inputs" and c["group"] == "code"]
         memory = [c for c in cases if c["section"] == "out of memory"]
         kills = [c for c in crash if "kill -9 #" in c["case"]]
         injected = sum(c.get("injected", 0) for c in faults)
         detected = sum(c.get("detected", 0) for c in faults if "detected" in c)
-        errors = [c for c in hostile if c.get("exit_code") == 2]
+        outcomes = Counter(c.get("exit_code") for c in hostile)
         by_group = Counter(c["group"] for c in hostile)
 
         print(f"pytest: {summary} ({', '.join(TEST_FILES)})\n")
@@ -74,7 +75,10 @@ def main() -> None:
             ["faults injected (NaN loss, exploding gradient)", injected],
             ["fault events logged (injected and provoked: --lr-lr 5, --lr-img 1e12, NaN experts)", detected],
             ["hostile or broken inputs tried through the CLI", len(hostile)],
-            ["... ending in one `error:` line with exit code 2", len(errors)],
+            ["... ending in one `error:` line with exit code 2", outcomes[2]],
+            ["... valid after all and accepted (paths with spaces and unicode)", outcomes[0]],
+            ["... open gaps, ending in a traceback (xfail: needs a change outside this work)", outcomes[None]],
+            ["source scans for code-running loaders (torch.load, pickle.load, yaml.load)", len(scans)],
             ["out-of-memory cases (one line naming the knobs, exit code 3)", len(memory)],
         ], scratch))
         print("\n### Kills and resumption\n")
