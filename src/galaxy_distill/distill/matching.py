@@ -21,6 +21,7 @@ Everything is functional over flat parameter vectors, on CPU and GPU alike.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -223,7 +224,13 @@ class GraphedSteps:
         if captured is None:
             function = self.inner._forward_step if kind == "forward" else self.inner._backward_step
             bound = functools.partial(function, ops, self.images, self.labels)
-            captured = self.graphs[(kind, ops)] = _CapturedCall(bound, inputs)
+            try:
+                captured = _CapturedCall(bound, inputs)
+            except RuntimeError as exc:
+                # Some kernels refuse capture (older drivers, exotic ops): same results, eagerly.
+                warnings.warn(f"CUDA graph capture failed ({exc}); running the inner loop eagerly", stacklevel=2)
+                captured = _EagerCall(bound)
+            self.graphs[(kind, ops)] = captured
         return captured(inputs)
 
     def forward(self, ops: tuple[str, ...], **inputs: torch.Tensor) -> torch.Tensor:
@@ -231,6 +238,14 @@ class GraphedSteps:
 
     def backward(self, ops: tuple[str, ...], **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self._call("backward", ops, **inputs)
+
+
+class _EagerCall:
+    def __init__(self, function) -> None:
+        self.function = function
+
+    def __call__(self, inputs: dict[str, torch.Tensor]):
+        return self.function(**inputs)
 
 
 class _CapturedCall:
