@@ -26,6 +26,8 @@ from safetensors.torch import save as _save_torch_bytes
 from galaxy_distill.errors import GalaxyDistillError
 
 TEMPORARY_SUFFIX = ".tmp"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -33,6 +35,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs should be as readable as any new file
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
