@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--configs", nargs="*", help="config names (default: all nine)")
     parser.add_argument("--timed", type=int, default=8)
     parser.add_argument("--no-cuda-graphs", action="store_true", help="eager inner loop (for comparison)")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the configs already in --out (measured by earlier runs, each row says which)")
     parser.add_argument("--out", type=Path, default=RESULTS / "distill_speed.json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -90,7 +92,13 @@ def main() -> None:
     device = torch.device("cuda")
     configure_backends(device)
     reference = json.loads(REFERENCE.read_text())
+    run = environment()
     rows = []
+    if args.append and args.out.is_file():
+        earlier = json.loads(args.out.read_text())
+        provenance = {key: earlier.get(key) for key in ("command", "git_revision", "gpu", "torch")}
+        rows = [{**row, "run": row.get("run", provenance)} for row in earlier["configs"]
+                if row.get("s_per_iter") is not None and not (args.configs and row["name"] in args.configs)]
     for config in reference["configs"]:
         if args.configs and config["name"] not in args.configs:
             continue
@@ -102,7 +110,8 @@ def main() -> None:
             ours = {"s_per_iter": None, "peak_mem_gib": None, "note": f"failed: {exc}"[:500]}
         torch.cuda.empty_cache()
         entry = {"name": config["name"], **{k: config[k] for k in ("channels", "resolution", "classes", "ipc", "syn_steps", "batch_syn")},
-                 **ours, "reference_s_per_iter": config["s_per_iter"], "reference_peak_mem_gib": config["peak_mem_gib"]}
+                 **ours, "reference_s_per_iter": config["s_per_iter"], "reference_peak_mem_gib": config["peak_mem_gib"],
+                 "run": {key: run[key] for key in ("command", "git_revision", "gpu", "torch")}}
         if ours["s_per_iter"] and config["s_per_iter"]:
             entry["speedup"] = config["s_per_iter"] / ours["s_per_iter"]
         if ours["peak_mem_gib"] and config["peak_mem_gib"]:
@@ -111,8 +120,10 @@ def main() -> None:
         print(f"{entry['name']:18s} ours {ours['s_per_iter'] or float('nan'):7.3f} s/it {ours['peak_mem_gib'] or float('nan'):7.2f} GiB | "
               f"reference {config['s_per_iter'] or float('nan'):7.3f} s/it {config['peak_mem_gib'] or float('nan'):7.2f} GiB | "
               f"speed-up {entry.get('speedup', float('nan')):5.2f}x memory {entry.get('memory_ratio', float('nan')):5.3f}x", flush=True)
+    order = [config["name"] for config in reference["configs"]]
+    rows.sort(key=lambda row: order.index(row["name"]))
     write_json(args.out, {"what": "galaxy_distill outer distillation iteration (reverse-mode matching, DSA single mode), "
-                                  "same configs as the reference", **environment(),
+                                  "same configs as the reference", **run,
                           "engine": "reverse-mode checkpointed matching", "cuda_graphs": not args.no_cuda_graphs, "configs": rows})
     print(f"wrote {args.out}")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, environment  # noqa: E402
+from common import environment  # noqa: E402
 
 from galaxy_distill.config import workspace_dir  # noqa: E402
 from galaxy_distill.data import load_prepared  # noqa: E402

@@ -32,6 +32,11 @@ from galaxy_distill.data.augment import AugmentDraw, DiffAugment
 from galaxy_distill.models.functional import FlatParams
 
 
+GRAPH_PIXEL_LIMIT = 256 * 32 * 32
+"""Inner batches up to this many pixels are launch-bound and replay as CUDA graphs; larger ones are
+compute-bound, gain nothing from graphs, and (seen on an H200 at 1000 x 32 px) can fail to capture."""
+
+
 @dataclass(frozen=True)
 class Shard:
     """This process's share of every inner batch when several processes split it (torch.distributed).
@@ -151,7 +156,8 @@ class InnerLoop:
         return adjoint - alpha * hessian_vector, -alpha * selected_grad, gradient_dot_adjoint
 
     def _step_functions(self, images: torch.Tensor, labels: torch.Tensor):
-        if self.cuda_graphs and images.is_cuda and self.shard.size == 1:
+        launch_bound = self.batch_size * images.shape[-1] * images.shape[-2] <= GRAPH_PIXEL_LIMIT
+        if self.cuda_graphs and images.is_cuda and self.shard.size == 1 and launch_bound:
             steps = self._graphed_steps(images, labels)
             return steps.forward, steps.backward
         return (functools.partial(self._forward_step, images=images, labels=labels),
