@@ -153,8 +153,9 @@ def launch(args: argparse.Namespace, processes: int, scratch: Path) -> dict:
                    "--batch-size", str(args.batch_size), "--configs", *args.configs, *(["--smoke"] if args.smoke else [])]
     # The same threads per process in both launches (torchrun would give one to each of several, all to one alone).
     threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.gpus)))
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "--",
-                    str(Path(__file__).resolve()), *worker_args], env={**os.environ, "OMP_NUM_THREADS": threads}, check=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                    f"--log-dir={scratch / 'torchrun'}", "--", str(Path(__file__).resolve()), *worker_args],
+                   env={**os.environ, "OMP_NUM_THREADS": threads}, check=True)
     return json.loads(record_path.read_text())
 
 

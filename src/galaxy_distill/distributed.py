@@ -17,6 +17,7 @@ import atexit
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import TypeVar
@@ -152,14 +153,16 @@ def _run_under_torchrun(nproc: int, arguments: list[str]) -> int:
     for name in list(logging.root.manager.loggerDict):
         if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    try:
-        # "--" ends torchrun's own options: ours (--run, --nproc) would otherwise pass for abbreviations of its.
-        torchrun.run(torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "--", "galaxy_distill.cli",
-                                          *arguments]))
-    except ChildFailedError as failed:
-        failed_rank, failure = failed.get_first_failure()
-        if failure.exitcode > 0:
-            return failure.exitcode
-        print(f"error: the process of rank {failed_rank} was ended by signal {failure.signal_name()}", file=sys.stderr)
-        return 1
+    # torchrun would leave a log directory in the system's temporary folder at every launch.
+    with tempfile.TemporaryDirectory(prefix="galaxy_distill_torchrun_") as logs:
+        try:
+            # "--" ends torchrun's own options: ours (--run, --nproc) would otherwise pass for abbreviations of its.
+            torchrun.run(torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--log-dir={logs}", "-m", "--",
+                                              "galaxy_distill.cli", *arguments]))
+        except ChildFailedError as failed:
+            failed_rank, failure = failed.get_first_failure()
+            if failure.exitcode > 0:
+                return failure.exitcode
+            print(f"error: the process of rank {failed_rank} was ended by signal {failure.signal_name()}", file=sys.stderr)
+            return 1
     return 0
