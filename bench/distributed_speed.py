@@ -5,7 +5,7 @@ ConvNet depth 3, width 128, instance norm, 9 classes, syn_steps 20, batch_syn 90
 
 - distillation: seconds per outer iteration (2 warm-up, `--timed` timed, median), as
   bench/distill_speed.py measures it, with every inner batch split across the ranks
-  (InnerLoop's Shard; one process keeps its CUDA graphs, several do without);
+  (InnerLoop's Shard; CUDA graphs as InnerLoop chooses them, never with several processes);
 - experts: wall time of train_experts for `--experts` experts x `--expert-epochs` epochs on
   random 128-px images of 9 classes (`--train-images`), the groups of `--parallel` experts
   shared out among the ranks.
@@ -93,8 +93,7 @@ def time_distillation(config: dict, network: dict, timed: int, device: torch.dev
         synchronize(device)
         if iteration >= 2:
             times.append(time.perf_counter() - began)
-    return {"s_per_iter": statistics.median(times), "times": times, "batch_chunk": chunk,
-            "cuda_graphs": device.type == "cuda" and distributed.world_size() == 1, "loss_last": float(gradients.loss),
+    return {"s_per_iter": statistics.median(times), "times": times, "batch_chunk": chunk, "loss_last": float(gradients.loss),
             "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 
