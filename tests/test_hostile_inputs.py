@@ -483,7 +483,6 @@ def test_other_runtime_errors_are_not_mistaken_for_out_of_memory(monkeypatch: py
         run_main(["experts", "--dataset", "x"], monkeypatch, capsys)
 
 
-@pytest.mark.xfail(strict=True, reason="load_prepared does not validate meta.json's keys yet (data/registry.py)")
 def test_prepared_meta_without_class_names(tiny: TinyWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     workspace = copy_workspace(tiny, tmp_path / "home", monkeypatch)
@@ -491,13 +490,10 @@ def test_prepared_meta_without_class_names(tiny: TinyWorkspace, tmp_path: Path, 
     meta = read_json(meta_path)
     del meta["class_names"]
     write_json(meta_path, meta)
-    try:
-        result = run_main(["data", "show", DATASET], monkeypatch, capsys)
-    except KeyError as exc:
-        record("hostile inputs", "prepared meta.json without class_names", f"open: KeyError {exc} (needs registry.py)",
-               group="prepared", exit_code=None)
-        raise
-    assert result.exit_code == 2 and len(result.error_lines) == 1
+    result = run_main(["data", "show", DATASET], monkeypatch, capsys)
+    record("hostile inputs", "prepared meta.json without class_names", result.error_lines[0] if result.error_lines else "", group="prepared",
+           exit_code=result.exit_code)
+    assert result.exit_code == 2 and len(result.error_lines) == 1 and "class_names" in result.error_lines[0]
 
 
 def test_no_loader_unpickles_or_torch_loads_files() -> None:

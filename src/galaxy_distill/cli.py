@@ -144,13 +144,13 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
         config: ConfigOption = None, nproc: NprocOption = 1) -> None:
     """Train fresh networks on a distilled set and/or baselines; report test accuracy mean ± std."""
     distributed.launch(nproc)
-    from galaxy_distill.config import resolve_settings, workspace_dir
+    from galaxy_distill.config import resolve_settings
     from galaxy_distill.data import load_prepared
-    from galaxy_distill.evaluate.run import evaluate, results_table
-    from galaxy_distill.store import read_json, write_json
+    from galaxy_distill.evaluate.run import default_output, evaluate, results_table, run_description
+    from galaxy_distill.store import write_json
 
     settings = resolve_settings(EvaluateSettings, config, values)
-    run_settings = read_json(settings.run / "settings.json") if settings.run is not None and settings.run.is_dir() else {}
+    run_settings = run_description(settings.run)
     dataset_name = settings.dataset or run_settings.get("dataset")
     if dataset_name is None:
         raise GalaxyDistillError("evaluate needs --dataset (or a --run that names it)")
@@ -160,9 +160,8 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
         from galaxy_distill.experts import ExpertStore
 
         run_model = ExpertStore(run_settings["experts"], verify=False).model_spec.model_dump()
-    results = evaluate(settings, dataset, run_model)
-    target = out or (settings.run / "evaluation.json" if settings.run is not None and settings.run.is_dir()
-                     else workspace_dir() / "evaluations" / f"{dataset.name}.json")
+    target = out or default_output(settings, dataset)
+    results = evaluate(settings, dataset, run_model, output=target)
     if distributed.is_main():
         write_json(target, {"settings": settings.model_dump(mode="json"), "results": results})
     typer.echo(results_table(results))

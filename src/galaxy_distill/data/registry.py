@@ -22,6 +22,7 @@ from galaxy_distill.store import atomic_write_bytes, load_arrays, read_json, sav
 FORMAT_VERSION = 1
 IMAGES_FILE = "images.safetensors"
 META_FILE = "meta.json"
+REQUIRED_META = ("format_version", "name", "dataset", "class_names", "channel_mean", "channel_std", "counts", "images_sha256")
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,11 @@ def resolve_dataset_dir(name_or_path: str | Path) -> Path:
 def load_prepared(name_or_path: str | Path) -> PreparedDataset:
     directory = resolve_dataset_dir(name_or_path)
     meta = read_json(directory / META_FILE)
+    if not isinstance(meta, dict):
+        raise GalaxyDistillError(f"{directory / META_FILE}: expected a JSON object")
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise GalaxyDistillError(f"{directory / META_FILE}: missing key(s) {', '.join(missing)}; prepare the dataset again")
     if meta.get("format_version") != FORMAT_VERSION:
         raise GalaxyDistillError(f"{directory / META_FILE}: format version {meta.get('format_version')} is not {FORMAT_VERSION}; prepare it again")
     arrays = load_arrays(directory / IMAGES_FILE, expected_sha256=meta.get("images_sha256"))

@@ -46,11 +46,26 @@ def _model_spec(name: str, dataset: PreparedDataset, run_spec: dict[str, Any] | 
     return ModelSpec(name=name, channels=channels, num_classes=dataset.num_classes, image_size=size)
 
 
-def partial_results_path(settings: EvaluateSettings, dataset: PreparedDataset) -> Path:
-    """RUN/evaluation.partial.json for a run directory, else beside the workspace's default output."""
+def default_output(settings: EvaluateSettings, dataset: PreparedDataset) -> Path:
+    """RUN/evaluation.json for a run directory, else evaluations/<dataset>.json in the workspace."""
     if settings.run is not None and settings.run.is_dir():
-        return settings.run / "evaluation.partial.json"
-    return workspace_dir() / "evaluations" / f"{dataset.name}.partial.json"
+        return settings.run / "evaluation.json"
+    return workspace_dir() / "evaluations" / f"{dataset.name}.json"
+
+
+def partial_results_path(output: Path) -> Path:
+    """Where finished networks are recorded while `output` is being produced."""
+    return output.with_name(output.stem + ".partial.json")
+
+
+def run_description(run: Path | None) -> dict[str, Any]:
+    """The distillation settings saved in a run directory ({} when there is no run directory)."""
+    if run is None or not run.is_dir():
+        return {}
+    described = read_json(run / "settings.json")
+    if not isinstance(described, dict):
+        raise GalaxyDistillError(f"{run / 'settings.json'}: expected a JSON object of distillation settings")
+    return described
 
 
 class PartialResults:
@@ -128,7 +143,8 @@ def _check_synthetic(where: Path, images: torch.Tensor, labels: torch.Tensor, cl
         raise GalaxyDistillError(f"{where}: synthetic labels must lie in 0..{dataset.num_classes - 1}")
 
 
-def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: dict[str, Any] | None = None,
+             output: Path | None = None) -> list[dict[str, Any]]:
     """Evaluate the run's synthetic set (if any) and the requested baselines on every architecture."""
     device = distributed.setup(resolve_device(settings.device))
     configure_backends(device)
@@ -154,7 +170,7 @@ def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: di
     if not candidates:
         raise GalaxyDistillError(f"nothing to evaluate: give a distillation run and/or --baselines ({', '.join(BASELINES)})")
 
-    partial = PartialResults(partial_results_path(settings, dataset), fingerprint, settings.resume)
+    partial = PartialResults(partial_results_path(output or default_output(settings, dataset)), fingerprint, settings.resume)
     results = []
     for architecture in settings.architectures:
         spec = _model_spec(architecture, dataset, run_model)
