@@ -496,6 +496,18 @@ def test_prepared_meta_without_class_names(tiny: TinyWorkspace, tmp_path: Path, 
     assert result.exit_code == 2 and len(result.error_lines) == 1 and "class_names" in result.error_lines[0]
 
 
+def test_run_settings_that_are_not_an_object(tiny: TinyWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    copy_workspace(tiny, tmp_path / "home", monkeypatch)
+    run = tmp_path / "odd run"
+    run.mkdir()
+    (run / "settings.json").write_text("[1, 2, 3]")
+    result = run_main(["evaluate", "--run", str(run)], monkeypatch, capsys)
+    record("hostile inputs", "run settings.json that is a list", result.error_lines[0] if result.error_lines else "",
+           group="runs", exit_code=result.exit_code)
+    assert result.exit_code == 2 and len(result.error_lines) == 1 and "settings.json" in result.error_lines[0]
+
+
 def test_no_loader_unpickles_or_torch_loads_files() -> None:
     source = Path(__file__).resolve().parents[1] / "src" / "galaxy_distill"
     found = [f"{path.name}: {needle}" for path in source.rglob("*.py") for needle in ("torch.load(", "pickle.load(", "pickle.loads(",
