@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, environment  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
-from galaxy_distill.distill.matching import InnerLoop  # noqa: E402
+from galaxy_distill.distill.matching import InnerLoop, Shard  # noqa: E402
 from galaxy_distill.models import build_model  # noqa: E402
 from galaxy_distill.models.functional import FlatParams  # noqa: E402
 from galaxy_distill.runtime import configure_backends, seeded_generator  # noqa: E402
@@ -42,27 +42,37 @@ def chunk_for(config: dict) -> int | None:
     return None if pixels <= budget else max(1, budget // config["resolution"] ** 2)
 
 
-def measure(config: dict, timed: int, device: torch.device, chunk: int | None, cuda_graphs: bool) -> dict:
+NETWORK = {"depth": 3, "width": 128, "norm": "instancenorm"}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(config: dict, timed: int, device: torch.device, chunk: int | None, cuda_graphs: bool,
+            network: dict = NETWORK, shard: Shard = Shard()) -> dict:
+    """Median seconds of one outer iteration (2 warm-up, `timed` timed) and peak GPU memory."""
     torch.manual_seed(0)
-    module = build_model("convnet", config["channels"], config["classes"], config["resolution"], depth=3, width=128,
-                         norm="instancenorm").to(device)
+    module = build_model("convnet", config["channels"], config["classes"], config["resolution"], **network).to(device)
     flat_view = FlatParams(module)
     generator = seeded_generator(0)
     start = flat_view.init_flat(generator)
     target = start + 0.01 * torch.randn(start.shape, generator=generator).to(device)
     count = config["classes"] * config["ipc"]
-    images = torch.randn(count, config["channels"], config["resolution"], config["resolution"], device=device,
-                         requires_grad=True)
+    size = config["resolution"]
+    images = torch.randn(count, config["channels"], size, size, generator=generator).to(device).requires_grad_(True)
     labels = torch.arange(config["classes"], device=device).repeat_interleave(config["ipc"])
     log_step = torch.tensor(-4.6, device=device, requires_grad=True)
     pixel_optimizer = torch.optim.SGD([images], lr=1000.0, momentum=0.5)
     step_optimizer = torch.optim.Adam([log_step], lr=0.01)
     inner = InnerLoop(flat_view, config["syn_steps"], min(config["batch_syn"], count), DiffAugment(), chunk_size=chunk,
-                      cuda_graphs=cuda_graphs)
-    torch.cuda.reset_peak_memory_stats(device)
+                      cuda_graphs=cuda_graphs, shard=shard)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     times = []
     for iteration in range(2 + timed):
-        torch.cuda.synchronize(device)
+        synchronize(device)
         began = time.perf_counter()
         step = log_step.detach().exp()
         gradients = inner.loss_and_gradients(images, labels, step, start, target, generator)
@@ -70,12 +80,11 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
         log_step.grad = gradients.step_size * step
         pixel_optimizer.step()
         step_optimizer.step()
-        torch.cuda.synchronize(device)
+        synchronize(device)
         if iteration >= 2:
             times.append(time.perf_counter() - began)
-    return {"s_per_iter": statistics.median(times), "times": times,
-            "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30, "batch_chunk": chunk,
-            "loss_last": float(gradients.loss)}
+    return {"s_per_iter": statistics.median(times), "times": times, "batch_chunk": chunk, "loss_last": float(gradients.loss),
+            "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,64 +36,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, environment  # noqa: E402
-from distill_speed import REFERENCE, chunk_for  # noqa: E402
+from distill_speed import NETWORK, REFERENCE, chunk_for, measure  # noqa: E402
 
 from galaxy_distill import distributed  # noqa: E402
-from galaxy_distill.data.augment import DiffAugment  # noqa: E402
 from galaxy_distill.data.registry import PreparedDataset  # noqa: E402
-from galaxy_distill.distill.matching import InnerLoop  # noqa: E402
 from galaxy_distill.experts import ExpertSettings, train_experts  # noqa: E402
-from galaxy_distill.models import build_model  # noqa: E402
-from galaxy_distill.models.functional import FlatParams  # noqa: E402
-from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator  # noqa: E402
+from galaxy_distill.runtime import configure_backends, resolve_device  # noqa: E402
 from galaxy_distill.store import write_json  # noqa: E402
 
 CONFIGS = ("gzoo2_128_ipc10", "gzoo2_128_ipc50")
-NETWORK = {"depth": 3, "width": 128, "norm": "instancenorm"}
 SMOKE_NETWORK = {"depth": 2, "width": 8, "norm": "instancenorm"}
 SMOKE_CONFIGS = [{"name": "smoke_16_ipc2", "channels": 3, "resolution": 16, "classes": 3, "ipc": 2, "syn_steps": 2,
                   "batch_syn": 6}]
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_distillation(config: dict, network: dict, timed: int, device: torch.device) -> dict:
     """One outer iteration as bench/distill_speed.py times it, each inner batch shared by the ranks."""
-    flat_view = FlatParams(build_model("convnet", config["channels"], config["classes"], config["resolution"],
-                                       **network).to(device))
-    generator = seeded_generator(0)
-    start = flat_view.init_flat(generator)
-    target = start + 0.01 * torch.randn(start.shape, generator=generator).to(device)
-    count = config["classes"] * config["ipc"]
-    size = config["resolution"]
-    images = torch.randn(count, config["channels"], size, size, generator=generator).to(device).requires_grad_(True)
-    labels = torch.arange(config["classes"], device=device).repeat_interleave(config["ipc"])
-    log_step = torch.tensor(-4.6, device=device, requires_grad=True)
-    pixel_optimizer = torch.optim.SGD([images], lr=1000.0, momentum=0.5)
-    step_optimizer = torch.optim.Adam([log_step], lr=0.01)
-    chunk = chunk_for(config)
-    inner = InnerLoop(flat_view, config["syn_steps"], min(config["batch_syn"], count), DiffAugment(), chunk_size=chunk,
-                      shard=distributed.shard())
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for iteration in range(2 + timed):
-        synchronize(device)
-        began = time.perf_counter()
-        step = log_step.detach().exp()
-        gradients = inner.loss_and_gradients(images, labels, step, start, target, generator)
-        images.grad = gradients.images
-        log_step.grad = gradients.step_size * step
-        pixel_optimizer.step()
-        step_optimizer.step()
-        synchronize(device)
-        if iteration >= 2:
-            times.append(time.perf_counter() - began)
-    return {"s_per_iter": statistics.median(times), "times": times, "batch_chunk": chunk, "loss_last": float(gradients.loss),
-            "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+    measured = measure(config, timed, device, chunk_for(config), cuda_graphs=True, network=network, shard=distributed.shard())
+    return {**measured, "cuda_graphs": device.type == "cuda" and distributed.world_size() == 1}
 
 
 def random_dataset(classes: int, resolution: int, train_images: int) -> PreparedDataset:

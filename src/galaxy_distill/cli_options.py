@@ -10,7 +10,7 @@ import functools
 import inspect
 import types
 from collections.abc import Callable
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 import typer
 from pydantic_core import PydanticUndefined
@@ -47,7 +47,10 @@ def settings_options(settings_type: type[Settings], skip: tuple[str, ...] = ()) 
     """Decorate `command(values: dict, **own_params)`: adds one option per settings field not in `skip`."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        own = list(inspect.signature(command).parameters.values())[1:]
+        # Resolve the command's own (string) annotations so typer keeps their Annotated help and limits.
+        hints = get_type_hints(command, include_extras=True)
+        own = [parameter.replace(annotation=hints.get(parameter.name, parameter.annotation))
+               for parameter in list(inspect.signature(command).parameters.values())[1:]]
         fields = {name: field for name, field in settings_type.model_fields.items() if name not in skip}
         generated = []
         for name, field in fields.items():
