@@ -84,6 +84,7 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
         if iteration >= 2:
             times.append(time.perf_counter() - began)
     return {"s_per_iter": statistics.median(times), "times": times, "batch_chunk": chunk, "loss_last": float(gradients.loss),
+            "cuda_graphs": inner.replays_graphs(images),
             "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 

@@ -52,8 +52,7 @@ SMOKE_CONFIGS = [{"name": "smoke_16_ipc2", "channels": 3, "resolution": 16, "cla
 
 def time_distillation(config: dict, network: dict, timed: int, device: torch.device) -> dict:
     """One outer iteration as bench/distill_speed.py times it, each inner batch shared by the ranks."""
-    measured = measure(config, timed, device, chunk_for(config), cuda_graphs=True, network=network, shard=distributed.shard())
-    return {**measured, "cuda_graphs": device.type == "cuda" and distributed.world_size() == 1}
+    return measure(config, timed, device, chunk_for(config), cuda_graphs=True, network=network, shard=distributed.shard())
 
 
 def random_dataset(classes: int, resolution: int, train_images: int) -> PreparedDataset:

@@ -2,6 +2,7 @@
 
     python bench/tables.py results bench/results/smoke_gz1_64.json
     python bench/tables.py speed bench/results/distill_speed.json
+    python bench/tables.py distributed bench/results/distributed_speed.json
 """
 
 from __future__ import annotations
@@ -45,7 +46,22 @@ def speed_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def distributed_table(path: Path) -> str:
+    record = json.loads(path.read_text())
+    lines = [f"`{path.name}` — {record.get('gpu_count')} x {record.get('gpu')}, torch {record.get('torch')}, "
+             f"revision {record.get('git_revision')}", "",
+             "| work | 1 process | {0} processes | speed-up |".format(record["processes"]), "| --- | --- | --- | --- |"]
+    for row in record["distill"]:
+        lines.append(f"| distill {row['name']} (s/iteration) | {row['one']['s_per_iter']:.3f} | {row['many']['s_per_iter']:.3f} | "
+                     f"{row['speedup']:.2f}x |")
+    experts = record["experts"]
+    settings = experts["one"]["settings"]
+    lines.append(f"| experts {settings['num_experts']} x {settings['epochs']} epochs, parallel {settings['parallel']} (wall s) | "
+                 f"{experts['one']['wall_s']:.1f} | {experts['many']['wall_s']:.1f} | {experts['speedup']:.2f}x |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     kind, *paths = sys.argv[1:]
-    render = {"results": results_table, "speed": speed_table}[kind]
+    render = {"results": results_table, "speed": speed_table, "distributed": distributed_table}[kind]
     print("\n\n".join(render(Path(p)) for p in paths))

@@ -155,9 +155,13 @@ class InnerLoop:
             hessian_vector, gradient_dot_adjoint = reduced[:-1], reduced[-1]
         return adjoint - alpha * hessian_vector, -alpha * selected_grad, gradient_dot_adjoint
 
-    def _step_functions(self, images: torch.Tensor, labels: torch.Tensor):
+    def replays_graphs(self, images: torch.Tensor) -> bool:
+        """Whether steps on these images run as CUDA graphs: one process, a GPU, a launch-bound batch."""
         launch_bound = self.batch_size * images.shape[-1] * images.shape[-2] <= GRAPH_PIXEL_LIMIT
-        if self.cuda_graphs and images.is_cuda and self.shard.size == 1 and launch_bound:
+        return self.cuda_graphs and images.is_cuda and self.shard.size == 1 and launch_bound
+
+    def _step_functions(self, images: torch.Tensor, labels: torch.Tensor):
+        if self.replays_graphs(images):
             steps = self._graphed_steps(images, labels)
             return steps.forward, steps.backward
         return (functools.partial(self._forward_step, images=images, labels=labels),
