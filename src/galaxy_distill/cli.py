@@ -36,12 +36,12 @@ def data_list() -> None:
     """List the datasets galaxy-distill knows and the ones prepared in the workspace."""
     from galaxy_distill.config import workspace_dir
     from galaxy_distill.data import DATASETS
+    from galaxy_distill.data.registry import prepared_names
 
     for spec in DATASETS.values():
         typer.echo(f"{spec.name:10s} {spec.description}")
-    prepared = workspace_dir() / "datasets"
-    names = sorted(p.name for p in prepared.iterdir() if (p / "meta.json").is_file()) if prepared.is_dir() else []
-    typer.echo(f"\nprepared in {prepared}: {', '.join(names) if names else 'none'}")
+    names = prepared_names()
+    typer.echo(f"\nprepared in {workspace_dir() / 'datasets'}: {', '.join(names) if names else 'none'}")
 
 
 @data_app.command("prepare")

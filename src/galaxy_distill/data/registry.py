@@ -171,6 +171,12 @@ def channel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarra
     return mean / 255.0, np.sqrt(variance) / 255.0 + 1e-6
 
 
+def prepared_names() -> list[str]:
+    """Names of the datasets prepared in the workspace."""
+    root = workspace_dir() / "datasets"
+    return sorted(p.name for p in root.iterdir() if (p / META_FILE).is_file()) if root.is_dir() else []
+
+
 def dataset_dir(name: str) -> Path:
     return workspace_dir() / "datasets" / name
 
@@ -267,7 +273,7 @@ def resolve_dataset_dir(name_or_path: str | Path) -> Path:
     if (named / META_FILE).is_file():
         return named
     prepared_root = workspace_dir() / "datasets"
-    available = sorted(p.name for p in prepared_root.iterdir() if (p / META_FILE).is_file()) if prepared_root.is_dir() else []
+    available = prepared_names()
     hint = f"prepared: {', '.join(available)}" if available else f"nothing prepared yet in {prepared_root}"
     raise GalaxyDistillError(
         f"dataset '{name_or_path}' is not prepared ({hint}); run `galaxy-distill data prepare {name_or_path}` first"
