@@ -18,18 +18,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment  # noqa: E402
+from common import environment
 
-from galaxy_distill.config import workspace_dir  # noqa: E402
-from galaxy_distill.data import load_prepared  # noqa: E402
-from galaxy_distill.distill.run import distill  # noqa: E402
-from galaxy_distill.distill.settings import DistillSettings  # noqa: E402
-from galaxy_distill.evaluate.checkpoints import validation_evaluator  # noqa: E402
-from galaxy_distill.evaluate.run import evaluate, results_table  # noqa: E402
-from galaxy_distill.evaluate.settings import EvaluateSettings  # noqa: E402
-from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts  # noqa: E402
-from galaxy_distill.experts.train import summarize  # noqa: E402
-from galaxy_distill.store import read_json, write_json  # noqa: E402
+from galaxy_distill.config import workspace_dir
+from galaxy_distill.data import load_prepared
+from galaxy_distill.distill.run import distill
+from galaxy_distill.distill.settings import DistillSettings
+from galaxy_distill.evaluate.checkpoints import validation_evaluator
+from galaxy_distill.evaluate.run import evaluate, results_table
+from galaxy_distill.evaluate.settings import EvaluateSettings
+from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
+from galaxy_distill.experts.train import summarize
+from galaxy_distill.store import read_json, write_json
 
 
 def main() -> None:
@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["stm", "mtt"])
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--syn-steps", type=int, default=20)
+    parser.add_argument("--match-epochs", type=int, default=1, help="expert epochs a student's syn_steps must cover (MTT's M)")
+    parser.add_argument("--batch-syn", type=int, default=None)
+    parser.add_argument("--lr-init", type=float, default=0.01, help="initial learned student step size (MTT's lr_teacher)")
     parser.add_argument("--max-start-epoch", type=int, default=10)
     parser.add_argument("--lr-img", type=float, default=1000.0)
     parser.add_argument("--stm-patience", type=int, default=1000)
@@ -52,6 +55,8 @@ def main() -> None:
     parser.add_argument("--num-eval", type=int, default=5)
     parser.add_argument("--eval-epochs", type=int, default=1000)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--experts-only", action="store_true",
+                        help="train (or check) the experts and stop, so that several distillations can share them")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -67,6 +72,10 @@ def main() -> None:
     record["stages"]["experts"] = {"wall_s": time.perf_counter() - started, **summarize(read_json(manifest)),
                                    "settings": expert_settings.model_dump(mode="json")}
     print(f"experts: {record['stages']['experts']}", flush=True)
+    if args.experts_only:
+        record["wall_s"] = time.perf_counter() - began
+        write_json(args.out, record)
+        return
     store = ExpertStore(experts_dir)
     model = store.model_spec.model_dump()
     for ipc in args.ipc:
@@ -74,6 +83,7 @@ def main() -> None:
         for method in args.methods:
             settings = DistillSettings(
                 dataset=dataset.name, experts=experts_dir, method=method, ipc=ipc, syn_steps=args.syn_steps,
+                expert_epochs=args.match_epochs, batch_syn=args.batch_syn, lr_init=args.lr_init,
                 max_start_epoch=args.max_start_epoch, iterations=args.iterations, lr_img=args.lr_img,
                 stm_patience=args.stm_patience, eval_every=args.eval_every, eval_nets=2, eval_epochs=300,
                 device=args.device, checkpoint_every=100, snapshot_every=100,

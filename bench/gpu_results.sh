@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The GPU runs behind docs/results.md (galaxies and CIFAR-10: experts -> MTT/STM -> evaluation)
+# and docs/performance.md (expert-training speed), laid out for one 4-GPU machine.
+#
+#   bench/gpu_results.sh cifar      # CIFAR-10 (standard layout under $CIFAR_ROOT): prepare, then start
+#   bench/gpu_results.sh galaxy gz1-128      # a prepared 128-px galaxy set (gz1-128 or simzoo-128): start
+#   bench/gpu_results.sh status              # what has finished, and each log's last line
+#   bench/gpu_results.sh collect OUT.tgz     # results, logs and runs (without checkpoints) in one archive
+#
+# Jobs start in the background (setsid), so that further calls can bring data in while they
+# run; every job writes its results JSON into $GALAXY_DISTILL_HOME/results. Placement:
+#   GPU 0: bench/experts_speed.py alone (100 experts x 50 epochs, timed);
+#   GPU 1: gz1-128 experts, then IPC 1 and 10, MTT and STM (4 processes), and CIFAR-10 IPC 50 STM;
+#   GPU 2: simzoo-128, likewise;
+#   GPU 3: the CIFAR-10 experts for distillation, then IPC 1 and 10 (4 processes) and IPC 50 MTT.
+# Processes sharing a GPU slow each other: their wall times are upper bounds.
+set -u
+WS=${GALAXY_DISTILL_HOME:?set GALAXY_DISTILL_HOME}
+HERE=$(cd "$(dirname "$0")" && pwd)
+RESULTS=$WS/results
+LOGS=$WS/logs
+mkdir -p "$RESULTS" "$LOGS"
+PIPELINE=(python3 "$HERE/pipeline.py")
+export OMP_NUM_THREADS=4
+
+background() {  # name gpu command...: run detached from this call, logging to $LOGS/name.log
+  local name=$1 gpu=$2
+  shift 2
+  CUDA_VISIBLE_DEVICES=$gpu setsid nohup "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+}
+
+galaxy_chain() {  # dataset expert_batch expert_epochs
+  local dataset=$1
+  local common=(--dataset "$dataset" --num-experts 10 --expert-epochs "$3" --expert-batch "$2" --syn-steps 20
+                --max-start-epoch 10 --lr-img 100 --iterations 300 --eval-every 100 --num-eval 5 --eval-epochs 500
+                --architectures convnet resnet18 vgg11)
+  "${PIPELINE[@]}" "${common[@]}" --experts-only --out "$RESULTS/${dataset}_experts.json" || return
+  local ipc
+  for ipc in 1 10; do
+    "${PIPELINE[@]}" "${common[@]}" --ipc "$ipc" --methods stm --baselines random class_average \
+      --out "$RESULTS/${dataset}_ipc${ipc}_stm.json" >"$LOGS/${dataset}_ipc${ipc}_stm.log" 2>&1 &
+    if [ "$ipc" = 1 ]; then local full=(full); else local full=(); fi
+    "${PIPELINE[@]}" "${common[@]}" --ipc "$ipc" --methods mtt --baselines "${full[@]}" \
+      --out "$RESULTS/${dataset}_ipc${ipc}_mtt.json" >"$LOGS/${dataset}_ipc${ipc}_mtt.log" 2>&1 &
+  done
+  wait
+}
+
+# MTT's published CIFAR-10 hyperparameters (Cazenavette et al. 2022, table 6): syn_steps, expert
+# epochs M, max start epoch, pixel lr, initial student lr. STM takes M = 1 (its definition).
+cifar_run() {  # ipc method
+  local ipc=$1 method=$2 match=1
+  [ "$method" = mtt ] && match=2
+  local -A steps=([1]=50 [10]=30 [50]=30) start=([1]=2 [10]=20 [50]=40) lr_img=([1]=100 [10]=100000 [50]=100)
+  local -A lr_init=([1]=0.01 [10]=0.01 [50]=0.001) iterations=([1]=500 [10]=500 [50]=300)
+  local baselines=()
+  [ "$method" = stm ] && baselines=(random class_average)
+  [ "$method" = mtt ] && [ "$ipc" = 1 ] && baselines=(full)
+  "${PIPELINE[@]}" --dataset cifar10-zca --num-experts 20 --expert-epochs 50 --expert-batch 256 --ipc "$ipc" --methods "$method" \
+    --syn-steps "${steps[$ipc]}" --match-epochs "$match" --max-start-epoch "${start[$ipc]}" --lr-img "${lr_img[$ipc]}" \
+    --lr-init "${lr_init[$ipc]}" --iterations "${iterations[$ipc]}" --eval-every 100 --num-eval 5 --eval-epochs 1000 \
+    --baselines "${baselines[@]}" --out "$RESULTS/cifar10_ipc${ipc}_${method}.json"
+}
+
+cifar_experts_ready() {
+  until [ -f "$RESULTS/cifar10_experts.json" ]; do sleep 5; done
+}
+
+case "${1:-}" in
+  cifar)
+    # The timed experts train on all 50,000 training images, as in MTT; the distillation runs hold out 5,000 for validation.
+    prepare="python3 -m galaxy_distill data prepare cifar10 --root ${CIFAR_ROOT:?set CIFAR_ROOT} --zca"
+    background experts_speed 0 bash -c "$prepare --val-fraction 0 --name cifar10-all-zca && python3 $HERE/experts_speed.py \
+      --dataset cifar10-all-zca --num-experts 100 --epochs 50 --parallel 25 --out $RESULTS/experts_speed.json"
+    export -f cifar_run cifar_experts_ready
+    export RESULTS LOGS HERE
+    background cifar10_experts 3 bash -c "$prepare --name cifar10-zca && python3 $HERE/pipeline.py --dataset cifar10-zca \
+      --num-experts 20 --expert-epochs 50 --expert-batch 256 --experts-only --out $RESULTS/cifar10_experts.json"
+    for job in "1 stm 3" "1 mtt 3" "10 stm 3" "10 mtt 3" "50 stm 1" "50 mtt 3"; do
+      set -- $job
+      background "cifar10_ipc$1_$2" "$3" bash -c "PIPELINE=(python3 $HERE/pipeline.py); cifar_experts_ready && cifar_run $1 $2"
+    done
+    ;;
+  galaxy)  # gz1-128 on GPU 1 or simzoo-128 on GPU 2: expert batch and epochs keep an expert epoch near syn_steps steps
+    export -f galaxy_chain
+    export RESULTS LOGS HERE
+    case "${2:-}" in
+      gz1-128) background gz1-128 1 bash -c "PIPELINE=(python3 $HERE/pipeline.py); galaxy_chain gz1-128 64 15" ;;
+      simzoo-128) background simzoo-128 2 bash -c "PIPELINE=(python3 $HERE/pipeline.py); galaxy_chain simzoo-128 32 20" ;;
+      *) echo "usage: $0 galaxy gz1-128|simzoo-128" >&2; exit 2 ;;
+    esac
+    ;;
+  status)
+    ls -la "$RESULTS"
+    for log in "$LOGS"/*.log; do
+      printf '%s: %s\n' "$(basename "$log")" "$(tr '\r' '\n' <"$log" | grep -v '^\s*$' | tail -n 1 | cut -c1-200)"
+    done
+    nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
+    ;;
+  collect)  # DEST.tgz: results, logs and the small files of every run (no checkpoints or snapshots)
+    runs=$(cd "$WS" && ls -d runs/* 2>/dev/null)
+    tar czf "${2:?usage: $0 collect DEST.tgz}" --exclude='checkpoint-*.safetensors' --exclude=snapshots \
+      --exclude='*.partial.json' -C "$WS" results logs $runs
+    ;;
+  *)
+    echo "usage: $0 cifar|galaxy NAME|status|collect OUT.tgz" >&2
+    exit 2
+    ;;
+esac
