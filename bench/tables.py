@@ -3,12 +3,18 @@
     python bench/tables.py results bench/results/smoke_gz1_64.json
     python bench/tables.py speed bench/results/distill_speed.json
     python bench/tables.py distributed bench/results/distributed_speed.json
+    python bench/tables.py summary bench/results/results-2026-11-28/*ipc*.json     # one row per dataset and IPC
+    python bench/tables.py crossarch bench/results/results-2026-11-28/gz1*ipc*.json  # ConvNet, ResNet-18, VGG-11
+    python bench/tables.py inrun bench/results/results-2026-11-28/runs/*           # checkpoint evaluations in a run
+    python bench/tables.py experts bench/results/results-2026-11-28/*_experts.json  # expert training speed
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 
@@ -61,7 +67,98 @@ def distributed_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def _accuracy(entry: dict | None) -> str:
+    if entry is None:
+        return "—"
+    return f"{100 * entry['acc_mean']:.1f} ± {100 * entry['acc_std']:.1f}"
+
+
+def _entries(paths: list[Path]) -> list[tuple[dict, dict]]:
+    """(entry, the record it came from) for every result of every file."""
+    pairs = []
+    for path in paths:
+        record = json.loads(path.read_text())
+        pairs += [(entry, record) for entry in record["results"]]
+    return pairs
+
+
+def summary_table(paths: list[Path]) -> str:
+    """ConvNet accuracy per dataset and IPC: distilled sets (validation-selected and best-on-test) against baselines."""
+    pairs = [(e, r) for e, r in _entries(paths) if e["architecture"] == "convnet"]
+    full = {e["dataset"]: e for e, _ in pairs if e["method"] == "full"}
+    cells: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
+    for entry, record in pairs:
+        if entry["ipc"] is None:
+            continue
+        row = cells[(entry["dataset"], entry["ipc"])]
+        row[entry["method"]] = _accuracy(entry)
+        stage = record.get("stages", {}).get(f"distill-{entry['method']}-ipc{entry['ipc']}")
+        if stage and stage.get("best_on_test") is not None:
+            row[f"{entry['method']}_best"] = f"{100 * stage['best_on_test']:.1f}"
+            row[f"{entry['method']}_iterations"] = str(stage["iterations"])
+    lines = ["| dataset | IPC | STM | MTT | random real | class average | full data | STM best-on-test | MTT best-on-test | "
+             "iterations (STM / MTT) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (dataset, ipc), row in sorted(cells.items()):
+        lines.append(f"| {dataset} | {ipc} | {row.get('stm', '—')} | {row.get('mtt', '—')} | {row.get('random', '—')} | "
+                     f"{row.get('class_average', '—')} | {_accuracy(full.get(dataset))} | {row.get('stm_best', '—')} | "
+                     f"{row.get('mtt_best', '—')} | {row.get('stm_iterations', '—')} / {row.get('mtt_iterations', '—')} |")
+    return "\n".join(lines)
+
+
+def crossarch_table(paths: list[Path]) -> str:
+    """Each set's accuracy on every architecture it was evaluated on."""
+    cells: dict[tuple[str, int | None, str], dict[str, str]] = defaultdict(dict)
+    architectures: list[str] = []
+    for entry, _ in _entries(paths):
+        cells[(entry["dataset"], entry["ipc"], entry["method"])][entry["architecture"]] = _accuracy(entry)
+        if entry["architecture"] not in architectures:
+            architectures.append(entry["architecture"])
+    lines = ["| dataset | IPC | set | " + " | ".join(architectures) + " |", "|" + " --- |" * (3 + len(architectures))]
+    for (dataset, ipc, method), row in sorted(cells.items(), key=lambda item: (item[0][0], item[0][1] or 10**9, item[0][2])):
+        lines.append(f"| {dataset} | {'all' if ipc is None else ipc} | {method} | "
+                     + " | ".join(row.get(name, "—") for name in architectures) + " |")
+    return "\n".join(lines)
+
+
+def inrun_table(run_dirs: list[Path]) -> str:
+    """The checkpoint evaluations a distillation run made as it went (its own small protocol), from metrics.csv."""
+    lines = ["| run | iterations done / planned | evaluated at | validation % | test % at best validation | best test % | "
+             "networks x epochs |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for run in run_dirs:
+        settings = json.loads((run / "settings.json").read_text())
+        with (run / "metrics.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        evaluated = [row for row in rows if row["val_accuracy"]]
+        best = max(evaluated, key=lambda row: float(row["val_accuracy"]), default=None)
+        lines.append(
+            f"| {run.name} | {rows[-1]['iteration'] if rows else 0} / {settings['iterations']} | "
+            f"{', '.join(row['iteration'] for row in evaluated) or '—'} | "
+            f"{100 * float(best['val_accuracy']):.1f} (it. {best['iteration']}) | {100 * float(best['test_accuracy']):.1f} | "
+            f"{max(100 * float(row['test_accuracy']) for row in evaluated):.1f} | {settings['eval_nets']} x {settings['eval_epochs']} |"
+            if best else f"| {run.name} | {rows[-1]['iteration'] if rows else 0} / {settings['iterations']} | — | — | — | — | — |")
+    return "\n".join(lines)
+
+
+def experts_table(paths: list[Path]) -> str:
+    """Expert-training wall time from the pipeline's experts stage, per expert-epoch and projected to 100 x 50."""
+    lines = ["| dataset | experts x epochs | batch | trained at once | wall s | s per expert-epoch | 100 x 50 at this rate (min) | "
+             "final test accuracy % | GPU |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for path in paths:
+        record = json.loads(path.read_text())
+        stage = record["stages"]["experts"]
+        settings = stage["settings"]
+        per_expert_epoch = stage["wall_s"] / (settings["num_experts"] * settings["epochs"])
+        lines.append(f"| {record['dataset']} | {settings['num_experts']} x {settings['epochs']} | {settings['batch_size']} | "
+                     f"{settings['parallel']} | {stage['wall_s']:.1f} | {per_expert_epoch:.3f} | {100 * 50 * per_expert_epoch / 60:.1f} | "
+                     f"{100 * stage['final_test_acc_mean']:.1f} ± {100 * stage['final_test_acc_std']:.1f} | {record.get('gpu')} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     kind, *paths = sys.argv[1:]
-    render = {"results": results_table, "speed": speed_table, "distributed": distributed_table}[kind]
-    print("\n\n".join(render(Path(p)) for p in paths))
+    combined = {"summary": summary_table, "crossarch": crossarch_table, "inrun": inrun_table, "experts": experts_table}
+    if kind in combined:
+        print(combined[kind]([Path(p) for p in paths]))
+    else:
+        render = {"results": results_table, "speed": speed_table, "distributed": distributed_table}[kind]
+        print("\n\n".join(render(Path(p)) for p in paths))

@@ -1,0 +1,80 @@
+"""Evaluate a distillation run whose expert store stayed on the GPU machine (the final step of bench/pipeline.py).
+
+    python bench/evaluate_run.py --run RUN_DIR --experts-record bench/results/cifar10_experts.json \
+        --baselines random class_average --num-eval 5 --eval-epochs 1000 --out bench/results/cifar10_ipc10_stm.json
+
+Used when a GPU session ended after a run had finished distilling but before its evaluation:
+the run directory (settings, metrics, synthetic set) came back, and the networks are trained
+here instead. The model is rebuilt from the expert settings that the pipeline recorded in
+`--experts-record`; the output has the pipeline's results schema, with `device` saying where
+the evaluation ran and `distilled_with` where the distillation did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import environment
+
+from galaxy_distill.data import load_prepared
+from galaxy_distill.evaluate.run import evaluate, results_table
+from galaxy_distill.evaluate.settings import EvaluateSettings
+from galaxy_distill.experts import ExpertSettings
+from galaxy_distill.experts.train import model_spec_for
+from galaxy_distill.store import read_json, write_json
+
+
+def distill_stage(run: Path) -> dict:
+    """What the pipeline records of a distillation, read back from the run directory."""
+    settings = read_json(run / "settings.json")
+    metrics = read_json(run / "checkpoint.json")["metrics"]
+    evaluated = [row for row in metrics if row["val_accuracy"] is not None]
+    best = max(evaluated, key=lambda row: row["val_accuracy"], default=None)
+    return {
+        "wall_s": metrics[-1]["seconds"], "iterations": metrics[-1]["iteration"], "settings": settings,
+        "best_val_accuracy": best and best["val_accuracy"], "best_iteration": best and best["iteration"],
+        "best_on_test": max((row["test_accuracy"] for row in evaluated if row["test_accuracy"] is not None), default=None),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--experts-record", type=Path, required=True, help="the pipeline's JSON of the experts stage")
+    parser.add_argument("--baselines", nargs="*", default=[])
+    parser.add_argument("--architectures", nargs="+", default=["convnet"])
+    parser.add_argument("--num-eval", type=int, default=5)
+    parser.add_argument("--eval-epochs", type=int, default=1000)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    experts = read_json(args.experts_record)
+    stage = distill_stage(args.run)
+    dataset = load_prepared(stage["settings"]["dataset"])
+    model = model_spec_for(ExpertSettings(**experts["stages"]["experts"]["settings"]), dataset).model_dump()
+    began = time.perf_counter()
+    settings = EvaluateSettings(run=args.run, baselines=args.baselines, num_eval=args.num_eval, epochs=args.eval_epochs,
+                                architectures=args.architectures, device=args.device)
+    results = evaluate(settings, dataset, model)
+    method = stage["settings"]["method"]
+    for entry in results:
+        if entry["method"] == method:
+            entry["distill_wall_s"] = stage["wall_s"]
+    print(results_table(results), flush=True)
+    provenance = {key: experts[key] for key in ("command", "git_revision", "gpu", "gpu_count", "torch")}
+    write_json(args.out, {**environment(), "dataset": dataset.name, "distilled_with": provenance, "results": results,
+                          "stages": {"experts": experts["stages"]["experts"],
+                                     f"distill-{method}-ipc{stage['settings']['ipc']}": stage},
+                          "wall_s": time.perf_counter() - began})
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
