@@ -54,9 +54,9 @@ def speed_table(path: Path) -> str:
 
 def distributed_table(path: Path) -> str:
     record = json.loads(path.read_text())
-    lines = [f"`{path.name}` — {record.get('gpu_count')} x {record.get('gpu')}, torch {record.get('torch')}, "
-             f"revision {record.get('git_revision')}", "",
-             "| work | 1 process | {0} processes | speed-up |".format(record["processes"]), "| --- | --- | --- | --- |"]
+    lines = [(f"`{path.name}` — {record.get('gpu_count')} x {record.get('gpu')}, torch {record.get('torch')}, "
+              f"revision {record.get('git_revision')}"), "",
+             f"| work | 1 process | {record['processes']} processes | speed-up |", "| --- | --- | --- | --- |"]
     for row in record["distill"]:
         lines.append(f"| distill {row['name']} (s/iteration) | {row['one']['s_per_iter']:.3f} | {row['many']['s_per_iter']:.3f} | "
                      f"{row['speedup']:.2f}x |")
@@ -96,8 +96,8 @@ def summary_table(paths: list[Path]) -> str:
         if stage and stage.get("best_on_test") is not None:
             row[f"{entry['method']}_best"] = f"{100 * stage['best_on_test']:.1f}"
             row[f"{entry['method']}_iterations"] = str(stage["iterations"])
-    lines = ["| dataset | IPC | STM | MTT | random real | class average | full data | STM best-on-test | MTT best-on-test | "
-             "iterations (STM / MTT) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [("| dataset | IPC | STM | MTT | random real | class average | full data | STM best-on-test | MTT best-on-test | "
+              "iterations (STM / MTT) |"), "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (dataset, ipc), row in sorted(cells.items()):
         lines.append(f"| {dataset} | {ipc} | {row.get('stm', '—')} | {row.get('mtt', '—')} | {row.get('random', '—')} | "
                      f"{row.get('class_average', '—')} | {_accuracy(full.get(dataset))} | {row.get('stm_best', '—')} | "
@@ -122,8 +122,8 @@ def crossarch_table(paths: list[Path]) -> str:
 
 def inrun_table(run_dirs: list[Path]) -> str:
     """The checkpoint evaluations a distillation run made as it went (its own small protocol), from metrics.csv."""
-    lines = ["| run | iterations done / planned | evaluated at | validation % | test % at best validation | best test % | "
-             "networks x epochs |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [("| run | iterations done / planned | evaluated at | validation % | test % at best validation | best test % | "
+              "networks x epochs |"), "| --- | --- | --- | --- | --- | --- | --- |"]
     for run in run_dirs:
         settings = json.loads((run / "settings.json").read_text())
         with (run / "metrics.csv").open() as handle:
@@ -141,8 +141,8 @@ def inrun_table(run_dirs: list[Path]) -> str:
 
 def experts_table(paths: list[Path]) -> str:
     """Expert-training wall time from the pipeline's experts stage, per expert-epoch and projected to 100 x 50."""
-    lines = ["| dataset | experts x epochs | batch | trained at once | wall s | s per expert-epoch | 100 x 50 at this rate (min) | "
-             "final test accuracy % | GPU |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [("| dataset | experts x epochs | batch | trained at once | wall s | s per expert-epoch | 100 x 50 at this rate (min) | "
+              "final test accuracy % | GPU |"), "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for path in paths:
         record = json.loads(path.read_text())
         stage = record["stages"]["experts"]
