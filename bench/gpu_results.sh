@@ -5,7 +5,7 @@
 #   bench/gpu_results.sh cifar      # CIFAR-10 (standard layout under $CIFAR_ROOT): prepare, then start
 #   bench/gpu_results.sh galaxy gz1-128      # a prepared 128-px galaxy set (gz1-128 or simzoo-128): start
 #   bench/gpu_results.sh status              # what has finished, and each log's last line
-#   bench/gpu_results.sh collect OUT.tgz     # results, logs and runs (without checkpoints) in one archive
+#   bench/gpu_results.sh collect OUT_DIR [RUN_GLOB]   # results and logs, and each run, as archives
 #
 # Jobs start in the background (setsid), so that further calls can bring data in while they
 # run; every job writes its results JSON into $GALAXY_DISTILL_HOME/results. Placement:
@@ -97,13 +97,20 @@ case "${1:-}" in
     done
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
     ;;
-  collect)  # DEST.tgz: results, logs and the small files of every run (no checkpoints or snapshots)
-    runs=$(cd "$WS" && ls -d runs/* 2>/dev/null)
-    tar czf "${2:?usage: $0 collect DEST.tgz}" --exclude='checkpoint-*.safetensors' --exclude=snapshots \
-      --exclude='*.partial.json' -C "$WS" results logs $runs
+  collect)  # OUT_DIR [RUN_GLOB]: results and logs in one archive, and one per run (no checkpoints or snapshots),
+    # so that each stays under the 16 MiB a file that the device tool brings back (8 files a call: pick runs by glob)
+    out=${2:?usage: $0 collect OUT_DIR [RUN_GLOB]}
+    mkdir -p "$out"
+    tar czf "$out/results.tgz" -C "$WS" results logs
+    for run in "$WS"/runs/${3:-*}; do
+      [ -d "$run" ] || continue
+      tar czf "$out/$(basename "$run").tgz" --exclude='checkpoint-*.safetensors' --exclude=snapshots \
+        --exclude=tensorboard --exclude='*.partial.json' -C "$WS" "runs/$(basename "$run")"
+    done
+    ls -la "$out"
     ;;
   *)
-    echo "usage: $0 cifar|galaxy NAME|status|collect OUT.tgz" >&2
+    echo "usage: $0 cifar|galaxy NAME|status|collect OUT_DIR [RUN_GLOB]" >&2
     exit 2
     ;;
 esac

@@ -24,6 +24,9 @@ from galaxy_distill.models.spec import ModelSpec
 from galaxy_distill.runtime import seeded_generator
 
 
+DIVERGENCE_CHECK_EPOCHS = 50
+
+
 @dataclass(frozen=True)
 class TrainingProtocol:
     epochs: int = 1000
@@ -93,9 +96,11 @@ def train_network(spec: ModelSpec, images: torch.Tensor, labels: torch.Tensor, p
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        if not torch.isfinite(loss):
+        # Checked every DIVERGENCE_CHECK_EPOCHS: a small set takes one step an epoch, and reading the loss makes the
+        # host wait for the GPU each time; a non-finite loss poisons the weights, so a later check still sees it.
+        if ((epoch + 1) % DIVERGENCE_CHECK_EPOCHS == 0 or epoch + 1 == protocol.epochs) and not torch.isfinite(loss):
             raise GalaxyDistillError(
-                f"evaluation network (seed {seed}) diverged: loss {float(loss.detach())} in epoch {epoch + 1} at learning rate "
+                f"evaluation network (seed {seed}) diverged: loss {float(loss.detach())} by epoch {epoch + 1} at learning rate "
                 f"{protocol.lr:g}; the learning rate is too high for this image set"
             )
         scheduler.step()
