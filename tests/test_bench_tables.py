@@ -41,5 +41,5 @@ def test_inrun_reads_checkpoint_evaluations_and_reports_unfinished_runs(tmp_path
     run.mkdir()
     (run / "settings.json").write_text(json.dumps({"iterations": 300, "eval_nets": 2, "eval_epochs": 300}))
     (run / "metrics.csv").write_text("iteration,val_accuracy,test_accuracy\n100,0.5,0.45\n150,,\n200,0.6,0.52\n250,,\n")
-    row = [line for line in tables("inrun", str(run)).splitlines() if line.startswith("| toy")][0]
+    row = next(line for line in tables("inrun", str(run)).splitlines() if line.startswith("| toy"))
     assert row == "| toy-stm-ipc1 | 250 / 300 | 100, 200 | 60.0 (it. 200) | 52.0 | 52.0 | 2 x 300 |"

@@ -23,7 +23,6 @@ from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.models.spec import ModelSpec
 from galaxy_distill.runtime import seeded_generator
 
-
 DIVERGENCE_CHECK_EPOCHS = 50
 
 
