@@ -51,7 +51,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def measure(config: dict, timed: int, device: torch.device, chunk: int | None, cuda_graphs: bool,
-            network: dict = NETWORK, shard: Shard = Shard()) -> dict:
+            network: dict = NETWORK, shard: Shard = Shard(), bf16: bool = False) -> dict:
     """Median seconds of one outer iteration (2 warm-up, `timed` timed) and peak GPU memory."""
     torch.manual_seed(0)
     module = build_model("convnet", config["channels"], config["classes"], config["resolution"], **network).to(device)
@@ -67,7 +67,7 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
     pixel_optimizer = torch.optim.SGD([images], lr=1000.0, momentum=0.5)
     step_optimizer = torch.optim.Adam([log_step], lr=0.01)
     inner = InnerLoop(flat_view, config["syn_steps"], min(config["batch_syn"], count), DiffAugment(), chunk_size=chunk,
-                      cuda_graphs=cuda_graphs, shard=shard)
+                      cuda_graphs=cuda_graphs, shard=shard, bf16=bf16)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -84,7 +84,7 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
         if iteration >= 2:
             times.append(time.perf_counter() - began)
     return {"s_per_iter": statistics.median(times), "times": times, "batch_chunk": chunk, "loss_last": float(gradients.loss),
-            "cuda_graphs": inner.replays_graphs(images),
+            "cuda_graphs": inner.replays_graphs(images), "precision": "bf16" if bf16 else "fp32",
             "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
 
 
@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--configs", nargs="*", help="config names (default: all nine)")
     parser.add_argument("--timed", type=int, default=8)
     parser.add_argument("--no-cuda-graphs", action="store_true", help="eager inner loop (for comparison)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: the student's forward under bfloat16 autocast (DistillSettings.precision)")
     parser.add_argument("--append", action="store_true",
                         help="keep the configs already in --out (measured by earlier runs, each row says which)")
     parser.add_argument("--out", type=Path, default=RESULTS / "distill_speed.json")
@@ -113,7 +115,7 @@ def main() -> None:
         if args.configs and config["name"] not in args.configs:
             continue
         try:
-            ours = measure(config, args.timed, device, chunk_for(config), not args.no_cuda_graphs)
+            ours = measure(config, args.timed, device, chunk_for(config), not args.no_cuda_graphs, bf16=args.precision == "bf16")
         except torch.cuda.OutOfMemoryError:
             ours = {"s_per_iter": None, "peak_mem_gib": None, "note": "out of memory"}
         except RuntimeError as exc:

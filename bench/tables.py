@@ -42,12 +42,13 @@ def results_table(path: Path) -> str:
 def speed_table(path: Path) -> str:
     record = json.loads(path.read_text())
     lines = [f"`{path.name}` — {record.get('gpu')}, torch {record.get('torch')}, CUDA graphs {record.get('cuda_graphs', False)}",
-             "", "| config | ours s/it | reference s/it | speed-up | ours peak GiB | reference peak GiB | memory ratio | chunk | revision |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "", "| config | ours s/it | reference s/it | speed-up | ours peak GiB | reference peak GiB | memory ratio | chunk | precision | "
+             "revision |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in record["configs"]:
         lines.append(f"| {row['name']} | {_fmt(row.get('s_per_iter'))} | {_fmt(row.get('reference_s_per_iter'))} | "
                      f"{_fmt(row.get('speedup'), 2)}x | {_fmt(row.get('peak_mem_gib'), 2)} | "
                      f"{_fmt(row.get('reference_peak_mem_gib'), 1)} | {_fmt(row.get('memory_ratio'), 3)} | {row.get('batch_chunk') or '—'} | "
+                     f"{row.get('precision', 'fp32')} | "
                      f"{(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
     return "\n".join(lines)
 

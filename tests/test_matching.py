@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from galaxy_distill.data.augment import DiffAugment
 from galaxy_distill.distill.matching import InnerLoop
@@ -75,3 +76,28 @@ def test_probe_loss_equals_the_unrolled_loss():
     probe = inner.probe_loss(images, labels, alpha, start, target, seeded_generator(9))
     unrolled = inner.unrolled_loss(images, labels, alpha, start, target, seeded_generator(9))
     torch.testing.assert_close(probe, unrolled.detach(), rtol=1e-12, atol=0)
+
+
+def test_bf16_autocast_gradients_agree_with_float32_unrolled_within_stated_tolerance():
+    """The bf16 option's stated tolerance: loss to 1e-3, pixel gradient cosine >= 0.99 and relative error <= 0.1,
+    step-size gradient to 2e-2, against the plain float32 unrolled loop on the same seed."""
+    torch.manual_seed(0)
+    flat_view = FlatParams(build_model("convnet", 3, 5, 32, depth=3, width=32))
+    generator = seeded_generator(1)
+    start = flat_view.init_flat(generator)
+    target = start + 0.01 * torch.randn(start.shape, generator=generator)
+    images = torch.randn(10, 3, 32, 32, generator=generator)
+    labels = torch.arange(5).repeat_interleave(2)
+    reference = InnerLoop(flat_view, steps=10, batch_size=10, augment=DiffAugment())
+    pixels = images.clone().requires_grad_(True)
+    alpha = torch.tensor(0.01, requires_grad=True)
+    loss = reference.unrolled_loss(pixels, labels, alpha, start, target, seeded_generator(5))
+    loss.backward()
+    fast = InnerLoop(flat_view, steps=10, batch_size=10, augment=DiffAugment(), bf16=True)
+    result = fast.loss_and_gradients(images, labels, torch.tensor(0.01), start, target, seeded_generator(5))
+    torch.testing.assert_close(result.loss, loss.detach(), rtol=1e-3, atol=0)
+    cosine = F.cosine_similarity(result.images.flatten(), pixels.grad.flatten(), dim=0)
+    assert cosine >= 0.99
+    assert (result.images - pixels.grad).norm() <= 0.1 * pixels.grad.norm()
+    torch.testing.assert_close(result.step_size, alpha.grad, rtol=2e-2, atol=0)
+    assert not torch.equal(result.images, pixels.grad)  # bf16 really ran

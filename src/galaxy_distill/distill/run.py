@@ -235,7 +235,8 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     images, labels = initial_images(settings, dataset)
     batch_size = min(settings.batch_syn or len(images), len(images))
     inner = InnerLoop(flat_view, settings.syn_steps, batch_size, DiffAugment(strategy=settings.augment),
-                      chunk_size=settings.batch_chunk, cuda_graphs=settings.cuda_graphs, shard=distributed.shard())
+                      chunk_size=settings.batch_chunk, cuda_graphs=settings.cuda_graphs, shard=distributed.shard(),
+                      bf16=settings.precision == "bf16")
     images = images.to(device).requires_grad_(True)
     labels = labels.to(device)
     stages = settings.max_start_epoch if (settings.lr_per_stage and settings.method == "stm") else 1

@@ -23,6 +23,9 @@ class DistillSettings(Settings):
     batch_chunk: int | None = Field(
         None, ge=1, description="images per chunk of an inner step's batch: caps memory, same gradients (default: whole batch)")
     cuda_graphs: bool = Field(True, description="replay each inner step as a CUDA graph on GPUs (same results, far fewer launches)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="the student network's arithmetic: bf16 runs its forward under bfloat16 autocast (faster on "
+        "GPUs with bf16 units; pixel gradients agree with fp32 to cosine >= 0.99, see docs/performance.md)")
     init: Literal["real", "noise"] = "real"
     lr_img: float = Field(100.0, gt=0)
     momentum_img: float = Field(0.5, ge=0, lt=1)
