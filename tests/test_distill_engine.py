@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from shared_paths import GZ1_ROOT
 
 from galaxy_distill.data import PrepareSettings, prepare
 from galaxy_distill.distill.matching import InnerLoop
-from galaxy_distill.distill.run import distill, load_synthetic
+from galaxy_distill.distill.run import distill, load_synthetic, settings_differences
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.evaluate.baselines import baseline_set
 from galaxy_distill.evaluate.train import TrainingProtocol, evaluate_image_set
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
-from shared_paths import GZ1_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +82,13 @@ def test_interrupted_run_resumes_to_identical_images(galaxies, monkeypatch):
     assert result.iterations == 10
     assert torch.equal(straight[0], resumed[0]) and straight[2] == resumed[2]
     assert (root / "straight" / "metrics.csv").read_text().count("\n") == (root / "resumed" / "metrics.csv").read_text().count("\n")
+
+
+def test_a_stored_run_differs_only_where_a_setting_really_changed(tmp_path):
+    now = json.loads(DistillSettings(dataset="d", experts=tmp_path).model_dump_json())
+    older_version = {name: value for name, value in now.items() if name != "precision"}
+    assert settings_differences(older_version, now) == []
+    assert settings_differences({**now, "lr_img": 1000.0}, now) == ["lr_img: 1000.0 there, 100.0 now"]
+    assert settings_differences({**older_version, "retired": 1}, now) == ["retired: unknown setting there"]
+    bf16 = json.loads(DistillSettings(dataset="d", experts=tmp_path, precision="bf16").model_dump_json())
+    assert settings_differences(older_version, bf16) == ["precision: 'fp32' there, 'bf16' now"]

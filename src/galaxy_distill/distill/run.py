@@ -222,8 +222,11 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     resolved = json.loads(settings.model_dump_json())
     run_dir.mkdir(parents=True, exist_ok=True)
     settings_path = run_dir / "settings.json"
-    if settings_path.is_file() and read_json(settings_path) != resolved:
-        raise GalaxyDistillError(f"{run_dir}: holds a run with other settings; choose another --out")
+    if settings_path.is_file():
+        differences = settings_differences(read_json(settings_path), resolved)
+        if differences:
+            raise GalaxyDistillError(f"{run_dir}: holds a run with other settings ({'; '.join(differences)}); "
+                                     "resume with the same settings or choose another --out")
     if distributed.is_main():
         write_json(settings_path, resolved)
         write_yaml(run_dir / "settings.yaml", resolved)
@@ -408,6 +411,25 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
                        per_class=min(settings.ipc, 10), title=f"{settings.method.upper()} prototypes, IPC {settings.ipc}")
     distributed.barrier()  # the outputs exist when any rank returns
     return DistillResult(run_dir, iteration, best["val_accuracy"], best["iteration"], synthetic_path, elapsed)
+
+
+def settings_differences(stored: Any, resolved: dict[str, Any]) -> list[str]:
+    """How the settings of a stored run differ from these, as "name: stored -> now" lines.
+
+    A setting the stored file lacks counts as its default: runs made before a version added a
+    setting resume as long as the new setting keeps its default.
+    """
+    if not isinstance(stored, dict):
+        return ["settings.json is not a JSON object"]
+    defaults = {name: json.loads(json.dumps(field.default, default=str))
+                for name, field in DistillSettings.model_fields.items() if not field.is_required()}
+    differences = []
+    for name, value in resolved.items():
+        before = stored[name] if name in stored else defaults.get(name, value)
+        if before != value:
+            differences.append(f"{name}: {before!r} there, {value!r} now")
+    differences += [f"{name}: unknown setting there" for name in stored if name not in resolved]
+    return differences
 
 
 def load_synthetic(path: Path) -> tuple[torch.Tensor, torch.Tensor, float, list[str]]:
