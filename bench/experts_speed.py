@@ -38,15 +38,25 @@ def main() -> None:
     dataset = load_prepared(args.dataset)
     settings = ExpertSettings(dataset=dataset.name, num_experts=args.num_experts, epochs=args.epochs,
                               parallel=args.parallel, device="auto")
+    base = {**environment(), "dataset": dataset.name, "settings": settings.model_dump(mode="json"),
+            "augmentation": "DSA color_crop_cutout_flip_scale_rotate, single mode (MTT default)"}
+
+    def record(manifest: dict, finished: bool) -> None:
+        """Written after every group too, so that a run cut short still leaves its speed."""
+        wall = time.perf_counter() - began
+        write_json(args.out, {**base, "finished": finished, "experts_done": len(manifest["experts"]), "wall_s": wall,
+                              "wall_min": wall / 60, "group_seconds": {str(entry["id"] // args.parallel): entry["group_seconds"]
+                                                                       for entry in manifest["experts"]},
+                              **summarize(manifest)})
+
     with tempfile.TemporaryDirectory() as scratch:
         began = time.perf_counter()
-        manifest = train_experts(settings, dataset, Path(scratch) / "experts")
-        wall = time.perf_counter() - began
-        summary = summarize(read_json(manifest))
-    record = {**environment(), "dataset": dataset.name, "settings": settings.model_dump(mode="json"), "wall_s": wall,
-              "wall_min": wall / 60, "expert_epochs_per_s": args.num_experts * args.epochs / wall,
-              "augmentation": "DSA color_crop_cutout_flip_scale_rotate, single mode (MTT default)", **summary}
-    write_json(args.out, record)
+        manifest_path = train_experts(settings, dataset, Path(scratch) / "experts",
+                                      on_round=lambda manifest: record(manifest, finished=False))
+        manifest = read_json(manifest_path)
+        record(manifest, finished=True)
+    summary = summarize(manifest)
+    wall = time.perf_counter() - began
     print(f"{args.num_experts} experts x {args.epochs} epochs: {wall / 60:.1f} min; final test accuracy "
           f"{summary['final_test_acc_mean']:.4f} ± {summary['final_test_acc_std']:.4f}; wrote {args.out}")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,11 @@ def _train_group(settings: ExpertSettings, flat_view: FlatParams, expert_ids: li
     return trajectory, accuracy
 
 
-def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: Path) -> Path:
+def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: Path,
+                  on_round: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Train (or finish training) the expert store in out_dir; returns the manifest path.
+
+    `on_round` (rank 0) sees the manifest after every round of groups, e.g. to record progress.
 
     Under torchrun the groups are shared out among the ranks, each writing its own expert
     files; rank 0 alone writes the manifest, after every round of groups.
@@ -165,6 +169,8 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
         manifest["experts"] = sorted(manifest["experts"] + [entry for part in gathered for entry in part], key=lambda e: e["id"])
         if distributed.is_main():
             write_json(manifest_path, manifest)
+            if on_round is not None:
+                on_round(manifest)
     distributed.barrier()  # the manifest is complete when any rank returns
     progress.close()
     return manifest_path
