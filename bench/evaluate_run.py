@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--num-eval", type=int, default=5)
     parser.add_argument("--eval-epochs", type=int, default=1000)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--resume", action="store_true", help="reuse the networks an interrupted evaluation of this run finished")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -61,7 +62,7 @@ def main() -> None:
     model = model_spec_for(ExpertSettings(**experts["stages"]["experts"]["settings"]), dataset).model_dump()
     began = time.perf_counter()
     settings = EvaluateSettings(run=args.run, baselines=args.baselines, num_eval=args.num_eval, epochs=args.eval_epochs,
-                                architectures=args.architectures, device=args.device)
+                                architectures=args.architectures, device=args.device, resume=args.resume)
     results = evaluate(settings, dataset, model)
     method = stage["settings"]["method"]
     for entry in results:

@@ -68,6 +68,20 @@ def run_description(run: Path | None) -> dict[str, Any]:
     return described
 
 
+SETTINGS_NOT_PER_NETWORK = ("baselines", "num_eval", "architectures", "resume")
+"""Settings that choose which networks an evaluation trains but change none of them (each is keyed by
+architecture, set and index, and seeded by (seed, index) alone): a resumed evaluation may ask for more
+or fewer of them and still reuse the networks already trained."""
+
+
+def _network_inputs(fingerprint: Any) -> Any:
+    """The part of a fingerprint that a single network's result depends on."""
+    if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("settings"), dict):
+        return fingerprint
+    settings = {key: value for key, value in fingerprint["settings"].items() if key not in SETTINGS_NOT_PER_NETWORK}
+    return {**fingerprint, "settings": settings}
+
+
 class PartialResults:
     """The accuracies of every finished network, keyed "architecture/method/index", rewritten atomically after each.
 
@@ -91,7 +105,7 @@ class PartialResults:
         except GalaxyDistillError as exc:
             tqdm.write(f"warning: ignoring damaged partial results ({exc}); evaluating every network again", file=sys.stderr)
             return {}
-        if stored.get("fingerprint") != self.fingerprint:
+        if _network_inputs(stored.get("fingerprint")) != _network_inputs(self.fingerprint):
             raise GalaxyDistillError(
                 f"{self.path}: partial results of an evaluation with other settings or inputs; run without --resume to start over"
             )
