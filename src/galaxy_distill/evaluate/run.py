@@ -184,7 +184,10 @@ def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: di
     if not candidates:
         raise GalaxyDistillError(f"nothing to evaluate: give a distillation run and/or --baselines ({', '.join(BASELINES)})")
 
-    partial = PartialResults(partial_results_path(output or default_output(settings, dataset)), fingerprint, settings.resume)
+    target = output or default_output(settings, dataset)
+    if settings.resume and distributed.is_main():
+        remove_interrupted_writes(target.parent, target.name)  # an earlier attempt killed while writing its results
+    partial = PartialResults(partial_results_path(target), fingerprint, settings.resume)
     results = []
     for architecture in settings.architectures:
         spec = _model_spec(architecture, dataset, run_model)
