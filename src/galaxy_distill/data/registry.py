@@ -17,7 +17,13 @@ from galaxy_distill.config import workspace_dir
 from galaxy_distill.data.base import PrepareSettings, SourceImages, stratified_split
 from galaxy_distill.data.transforms import apply_matrix, fit_zca, rotate_augment
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.store import atomic_write_bytes, load_arrays, read_json, save_arrays, write_json
+from galaxy_distill.store import (
+    atomic_write_bytes,
+    load_arrays,
+    read_json,
+    save_arrays,
+    write_json,
+)
 
 FORMAT_VERSION = 1
 IMAGES_FILE = "images.safetensors"
@@ -138,19 +144,27 @@ class PreparedDataset:
         pixels = torch.as_tensor(images).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
         mean = torch.tensor(self.meta["channel_mean"]).view(1, -1, 1, 1)
         std = torch.tensor(self.meta["channel_std"]).view(1, -1, 1, 1)
-        normalized = (pixels - mean) / std
+        return self.whiten((pixels - mean) / std)
+
+    def whiten(self, standardized: torch.Tensor) -> torch.Tensor:
+        """Standardised pixels -> network input: ZCA-whitened if prepared so (differentiable)."""
         if self.uses_zca:
-            normalized = apply_matrix(normalized, torch.from_numpy(self.arrays["zca_whiten"]))
-        return normalized
+            return apply_matrix(standardized, torch.from_numpy(self.arrays["zca_whiten"]))
+        return standardized
+
+    def unwhiten(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Network input (float NCHW) -> standardised pixels on the CPU, any ZCA whitening undone."""
+        values = normalized.detach().float().cpu()
+        if self.uses_zca:
+            return apply_matrix(values, torch.from_numpy(self.arrays["zca_unwhiten"]))
+        return values
 
     def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         return self.normalize(self.images(split)), torch.from_numpy(self.labels(split).astype(np.int64))
 
     def to_display(self, normalized: torch.Tensor) -> np.ndarray:
         """Undo ZCA and standardisation: float NCHW -> uint8 NHWC for showing to people."""
-        values = normalized.detach().float().cpu()
-        if self.uses_zca:
-            values = apply_matrix(values, torch.from_numpy(self.arrays["zca_unwhiten"]))
+        values = self.unwhiten(normalized)
         mean = torch.tensor(self.meta["channel_mean"]).view(1, -1, 1, 1)
         std = torch.tensor(self.meta["channel_std"]).view(1, -1, 1, 1)
         pixels = (values * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)

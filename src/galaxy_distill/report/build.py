@@ -45,8 +45,6 @@ from galaxy_distill.report.page import (
 from galaxy_distill.report.pixels import (
     CONTRAST_SIGMAS,
     contrast_clipped,
-    network_input,
-    standardized,
 )
 from galaxy_distill.report.run_contents import RunContents, load_run
 from galaxy_distill.runtime import seeded_generator
@@ -355,7 +353,7 @@ def saliency_section(report: _Report) -> Section:
     real_images, real_labels = dataset.images(split), dataset.labels(split)
 
     def to_network(pixels: torch.Tensor) -> torch.Tensor:
-        return network_input(dataset, pixels)
+        return dataset.whiten(pixels)
 
     body = [paragraph(
         "What expert 0 (after its last epoch) attends to when it scores each image's own class. Grad-CAM: the last "
@@ -369,8 +367,8 @@ def saliency_section(report: _Report) -> Section:
             continue
         groups = []
         for pixels, pictures, captions in (
-            (standardized(dataset, run.images[indices]), report.shown[indices], [f"prototype {i + 1}" for i in range(len(indices))]),
-            (standardized(dataset, dataset.normalize(real_images[picked])), real_images[picked], [f"{split} #{i}" for i in picked]),
+            (dataset.unwhiten(run.images[indices]), report.shown[indices], [f"prototype {i + 1}" for i in range(len(indices))]),
+            (dataset.unwhiten(dataset.normalize(real_images[picked])), real_images[picked], [f"{split} #{i}" for i in picked]),
         ):
             if not len(pictures):
                 groups.append([])

@@ -12,24 +12,8 @@ import numpy as np
 import torch
 
 from galaxy_distill.data.registry import PreparedDataset
-from galaxy_distill.data.transforms import apply_matrix
 
 CONTRAST_SIGMAS = 2.5
-
-
-def standardized(dataset: PreparedDataset, normalized: torch.Tensor) -> torch.Tensor:
-    """Network input (float NCHW) -> standardised pixels, with any ZCA whitening undone."""
-    values = normalized.detach().float().cpu()
-    if dataset.uses_zca:
-        return apply_matrix(values, torch.from_numpy(dataset.arrays["zca_unwhiten"]))
-    return values
-
-
-def network_input(dataset: PreparedDataset, standardized_images: torch.Tensor) -> torch.Tensor:
-    """Standardised pixels -> what the network takes (differentiable, so saliency lands on pixels)."""
-    if dataset.uses_zca:
-        return apply_matrix(standardized_images, torch.from_numpy(dataset.arrays["zca_whiten"]))
-    return standardized_images
 
 
 def contrast_clipped(dataset: PreparedDataset, normalized: torch.Tensor, sigmas: float = CONTRAST_SIGMAS) -> np.ndarray:
@@ -38,7 +22,7 @@ def contrast_clipped(dataset: PreparedDataset, normalized: torch.Tensor, sigmas:
     One range for every image and channel keeps colours and brightness comparable across prototypes
     (the MTT papers' visualisation), while faint structure the plain view clamps away stays visible.
     """
-    values = standardized(dataset, normalized)
+    values = dataset.unwhiten(normalized)
     low = float(values.mean() - sigmas * values.std())
     high = float(values.mean() + sigmas * values.std())
     stretched = (values.clamp(low, high) - low) / max(high - low, 1e-12)
