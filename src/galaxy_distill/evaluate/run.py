@@ -75,7 +75,7 @@ or fewer of them and still reuse the networks already trained."""
 
 
 def _network_inputs(fingerprint: Any) -> Any:
-    """The part of a fingerprint that a single network's result depends on."""
+    """The part of a fingerprint that a single network's result depends on (files written earlier hold more)."""
     if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("settings"), dict):
         return fingerprint
     settings = {key: value for key, value in fingerprint["settings"].items() if key not in SETTINGS_NOT_PER_NETWORK}
@@ -166,15 +166,14 @@ def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: di
     channels, size, _ = dataset.image_shape
     candidates: list[tuple[str, torch.Tensor, torch.Tensor, float, str]] = []
     ipc = settings.ipc
-    fingerprint: dict[str, Any] = {"settings": settings.model_dump(mode="json", exclude={"resume"}),
+    fingerprint: dict[str, Any] = {"settings": settings.model_dump(mode="json", exclude=set(SETTINGS_NOT_PER_NETWORK)),
                                    "dataset_sha256": dataset.meta["images_sha256"], "run_model": run_model}
     if settings.run is not None:
         images, labels, step_size, class_names = load_synthetic(settings.run)
         _check_synthetic(settings.run, images, labels, class_names, dataset)
         fingerprint["synthetic_sha256"] = sha256_file(settings.run / SYNTHETIC_FILE if settings.run.is_dir() else settings.run)
-        run_settings = read_json(settings.run / "settings.json") if settings.run.is_dir() else {}
         ipc = ipc or int(len(labels) // dataset.num_classes)
-        method = run_settings.get("method", "distilled")
+        method = run_description(settings.run).get("method", "distilled")
         candidates.append((method, images, labels, settings.lr or step_size, "validation"))
     if settings.baselines and ipc is None and "full" not in settings.baselines:
         raise GalaxyDistillError("baselines need --ipc (or a --run to take it from)")
