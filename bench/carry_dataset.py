@@ -41,10 +41,10 @@ def _grid(images: np.ndarray) -> np.ndarray:
         GRID_SIDE * height, GRID_SIDE * width, channels)
 
 
-def _ungrid(grid: np.ndarray, count: int, height: int, width: int) -> np.ndarray:
+def _ungrid(grid: np.ndarray, height: int, width: int) -> np.ndarray:
     channels = grid.shape[2]
     return grid.reshape(GRID_SIDE, height, GRID_SIDE, width, channels).transpose(0, 2, 1, 3, 4).reshape(
-        -1, height, width, channels)[:count]
+        -1, height, width, channels)
 
 
 def pack(name: str, out: Path) -> None:
@@ -79,7 +79,7 @@ def unpack(source: Path) -> Path:
         parts = []
         for path in sorted(source.glob(f"{key}_*.webp")):
             grid = np.asarray(Image.open(path).convert("L" if channels == 1 else "RGB"))
-            parts.append(_ungrid(grid.reshape(*grid.shape[:2], channels), GRID_SIDE * GRID_SIDE, height, width))
+            parts.append(_ungrid(grid.reshape(*grid.shape[:2], channels), height, width))
         arrays[key] = np.ascontiguousarray(np.concatenate(parts)[:count])
     for path in source.glob("*.npy"):
         if path.name != "image_shapes.npy":

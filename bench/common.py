@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from galaxy_distill.store import read_json
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 
@@ -36,3 +38,22 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "host": platform.node(),
     }
+
+
+def distill_stage(run: Path) -> dict[str, Any]:
+    """What a results file records of a distillation, read back from its run directory."""
+    metrics = read_json(run / "checkpoint.json")["metrics"]
+    evaluated = [row for row in metrics if row["val_accuracy"] is not None]
+    best = max(evaluated, key=lambda row: row["val_accuracy"], default=None)
+    return {
+        "wall_s": metrics[-1]["seconds"], "iterations": metrics[-1]["iteration"], "settings": read_json(run / "settings.json"),
+        "best_val_accuracy": best and best["val_accuracy"], "best_iteration": best and best["iteration"],
+        "best_on_test": max((row["test_accuracy"] for row in evaluated if row["test_accuracy"] is not None), default=None),
+    }
+
+
+def tag_distill_wall(results: list[dict[str, Any]], method: str, wall_s: float) -> None:
+    """Give the distilled set's entries the distillation's wall time (the baselines' have none)."""
+    for entry in results:
+        if entry["method"] == method:
+            entry["distill_wall_s"] = wall_s

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment
+from common import distill_stage, environment, tag_distill_wall
 
 from galaxy_distill.data import load_prepared
 from galaxy_distill.evaluate.run import evaluate, results_table
@@ -28,19 +28,6 @@ from galaxy_distill.evaluate.settings import EvaluateSettings
 from galaxy_distill.experts import ExpertSettings
 from galaxy_distill.experts.train import model_spec_for
 from galaxy_distill.store import read_json, write_json
-
-
-def distill_stage(run: Path) -> dict:
-    """What the pipeline records of a distillation, read back from the run directory."""
-    settings = read_json(run / "settings.json")
-    metrics = read_json(run / "checkpoint.json")["metrics"]
-    evaluated = [row for row in metrics if row["val_accuracy"] is not None]
-    best = max(evaluated, key=lambda row: row["val_accuracy"], default=None)
-    return {
-        "wall_s": metrics[-1]["seconds"], "iterations": metrics[-1]["iteration"], "settings": settings,
-        "best_val_accuracy": best and best["val_accuracy"], "best_iteration": best and best["iteration"],
-        "best_on_test": max((row["test_accuracy"] for row in evaluated if row["test_accuracy"] is not None), default=None),
-    }
 
 
 def main() -> None:
@@ -65,9 +52,7 @@ def main() -> None:
                                 architectures=args.architectures, device=args.device, resume=args.resume)
     results = evaluate(settings, dataset, model)
     method = stage["settings"]["method"]
-    for entry in results:
-        if entry["method"] == method:
-            entry["distill_wall_s"] = stage["wall_s"]
+    tag_distill_wall(results, method, stage["wall_s"])
     print(results_table(results), flush=True)
     provenance = {key: experts[key] for key in ("command", "git_revision", "gpu", "gpu_count", "torch")}
     write_json(args.out, {**environment(), "dataset": dataset.name, "distilled_with": provenance, "results": results,

@@ -41,25 +41,23 @@ def main() -> None:
     base = {**environment(), "dataset": dataset.name, "settings": settings.model_dump(mode="json"),
             "augmentation": "DSA color_crop_cutout_flip_scale_rotate, single mode (MTT default)"}
 
-    def record(manifest: dict, finished: bool) -> None:
+    def record(manifest: dict, finished: bool) -> dict:
         """Written after every group too, so that a run cut short still leaves its speed."""
         wall = time.perf_counter() - began
-        write_json(args.out, {**base, "finished": finished, "experts_done": len(manifest["experts"]), "wall_s": wall,
-                              "wall_min": wall / 60, "group_seconds": {str(entry["id"] // args.parallel): entry["group_seconds"]
-                                                                       for entry in manifest["experts"]},
-                              **summarize(manifest)})
+        written = {**base, "finished": finished, "experts_done": len(manifest["experts"]), "wall_s": wall,
+                   "wall_min": wall / 60, "group_seconds": {str(entry["id"] // args.parallel): entry["group_seconds"]
+                                                            for entry in manifest["experts"]},
+                   **summarize(manifest)}
+        write_json(args.out, written)
+        return written
 
     with tempfile.TemporaryDirectory() as scratch:
         began = time.perf_counter()
         manifest_path = train_experts(settings, dataset, Path(scratch) / "experts",
                                       on_round=lambda manifest: record(manifest, finished=False))
-        manifest = read_json(manifest_path)
-        record(manifest, finished=True)
-    summary = summarize(manifest)
-    wall = time.perf_counter() - began
-    print(f"{args.num_experts} experts x {args.epochs} epochs: {wall / 60:.1f} min; final test accuracy "
-          f"{summary['final_test_acc_mean']:.4f} ± {summary['final_test_acc_std']:.4f}; wrote {args.out}")
-
+        final = record(read_json(manifest_path), finished=True)
+    print(f"{args.num_experts} experts x {args.epochs} epochs: {final['wall_min']:.1f} min; final test accuracy "
+          f"{final['final_test_acc_mean']:.4f} ± {final['final_test_acc_std']:.4f}; wrote {args.out}")
 
 if __name__ == "__main__":
     main()

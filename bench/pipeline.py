@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment
+from common import distill_stage, environment, tag_distill_wall
 
 from galaxy_distill.config import workspace_dir
 from galaxy_distill.data import load_prepared
@@ -93,18 +93,15 @@ def main() -> None:
             result = distill(settings, dataset, store, run_dir, evaluator=validation_evaluator(store.model_spec, dataset, settings),
                              resume=True)
             distill_wall = time.perf_counter() - started
+            # The measured wall time (not the run's own clock) and the result's counts, which resume keeps.
             record["stages"][f"distill-{method}-ipc{ipc}"] = {
-                "wall_s": distill_wall, "iterations": result.iterations, "best_val_accuracy": result.best_val_accuracy,
-                "best_iteration": result.best_iteration, "settings": settings.model_dump(mode="json"),
-                "best_on_test": max((row["test_accuracy"] for row in read_json(run_dir / "checkpoint.json")["metrics"]
-                                     if row["test_accuracy"] is not None), default=None),
+                **distill_stage(run_dir), "wall_s": distill_wall, "iterations": result.iterations,
+                "best_val_accuracy": result.best_val_accuracy, "best_iteration": result.best_iteration,
             }
             eval_settings = EvaluateSettings(run=run_dir, baselines=args.baselines if first else [], num_eval=args.num_eval,
                                              epochs=args.eval_epochs, architectures=args.architectures, device=args.device)
             results = evaluate(eval_settings, dataset, model)
-            for entry in results:
-                if entry["method"] == method:
-                    entry["distill_wall_s"] = distill_wall
+            tag_distill_wall(results, method, distill_wall)
             record["results"] += results
             print(results_table(results), flush=True)
             write_json(args.out, {**record, "wall_s": time.perf_counter() - began})

@@ -31,7 +31,7 @@ def results_table(path: Path) -> str:
         ipc = "all" if entry["ipc"] is None else entry["ipc"]
         wall = entry.get("distill_wall_s", 0.0) + entry["wall_s"]
         lines.append(f"| {entry['dataset']} | {entry['resolution']} | {ipc} | {entry['method']} | {entry['architecture']} | "
-                     f"{100 * entry['acc_mean']:.1f} ± {100 * entry['acc_std']:.1f} | {entry['n_eval']} | {entry['selection']} | {wall:.0f} |")
+                     f"{_accuracy(entry)} | {entry['n_eval']} | {entry['selection']} | {wall:.0f} |")
     for name, stage in record.get("stages", {}).items():
         if stage.get("best_on_test") is not None:
             lines.append(f"\n{name}: best-on-test accuracy over the checkpoint evaluations (literature's protocol, "
