@@ -20,7 +20,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 RESULTS=$WS/results
 LOGS=$WS/logs
 mkdir -p "$RESULTS" "$LOGS"
-PIPELINE=(python3 "$HERE/pipeline.py")
 export OMP_NUM_THREADS=4
 
 background() {  # name gpu command...: run detached from this call, logging to $LOGS/name.log
@@ -34,13 +33,13 @@ galaxy_chain() {  # dataset expert_batch expert_epochs
   local common=(--dataset "$dataset" --num-experts 10 --expert-epochs "$3" --expert-batch "$2" --syn-steps 20
                 --max-start-epoch 10 --lr-img 100 --iterations 300 --eval-every 100 --num-eval 5 --eval-epochs 500
                 --architectures convnet resnet18 vgg11)
-  "${PIPELINE[@]}" "${common[@]}" --experts-only --out "$RESULTS/${dataset}_experts.json" || return
+  python3 "$HERE/pipeline.py" "${common[@]}" --experts-only --out "$RESULTS/${dataset}_experts.json" || return
   local ipc
   for ipc in 1 10; do
-    "${PIPELINE[@]}" "${common[@]}" --ipc "$ipc" --methods stm --baselines random class_average \
+    python3 "$HERE/pipeline.py" "${common[@]}" --ipc "$ipc" --methods stm --baselines random class_average \
       --out "$RESULTS/${dataset}_ipc${ipc}_stm.json" >"$LOGS/${dataset}_ipc${ipc}_stm.log" 2>&1 &
     if [ "$ipc" = 1 ]; then local full=(full); else local full=(); fi
-    "${PIPELINE[@]}" "${common[@]}" --ipc "$ipc" --methods mtt --baselines "${full[@]}" \
+    python3 "$HERE/pipeline.py" "${common[@]}" --ipc "$ipc" --methods mtt --baselines "${full[@]}" \
       --out "$RESULTS/${dataset}_ipc${ipc}_mtt.json" >"$LOGS/${dataset}_ipc${ipc}_mtt.log" 2>&1 &
   done
   wait
@@ -56,7 +55,7 @@ cifar_run() {  # ipc method
   local baselines=()
   [ "$method" = stm ] && baselines=(random class_average)
   [ "$method" = mtt ] && [ "$ipc" = 1 ] && baselines=(full)
-  "${PIPELINE[@]}" --dataset cifar10-zca --num-experts 20 --expert-epochs 50 --expert-batch 256 --ipc "$ipc" --methods "$method" \
+  python3 "$HERE/pipeline.py" --dataset cifar10-zca --num-experts 20 --expert-epochs 50 --expert-batch 256 --ipc "$ipc" --methods "$method" \
     --syn-steps "${steps[$ipc]}" --match-epochs "$match" --max-start-epoch "${start[$ipc]}" --lr-img "${lr_img[$ipc]}" \
     --lr-init "${lr_init[$ipc]}" --iterations "${iterations[$ipc]}" --eval-every 100 --num-eval 5 --eval-epochs 1000 \
     --baselines "${baselines[@]}" --out "$RESULTS/cifar10_ipc${ipc}_${method}.json"
@@ -78,15 +77,15 @@ case "${1:-}" in
       --num-experts 20 --expert-epochs 50 --expert-batch 256 --experts-only --out $RESULTS/cifar10_experts.json"
     for job in "1 stm 3" "1 mtt 3" "10 stm 3" "10 mtt 3" "50 stm 1" "50 mtt 3"; do
       set -- $job
-      background "cifar10_ipc$1_$2" "$3" bash -c "PIPELINE=(python3 $HERE/pipeline.py); cifar_experts_ready && cifar_run $1 $2"
+      background "cifar10_ipc$1_$2" "$3" bash -c "cifar_experts_ready && cifar_run $1 $2"
     done
     ;;
   galaxy)  # gz1-128 on GPU 1 or simzoo-128 on GPU 2: expert batch and epochs keep an expert epoch near syn_steps steps
     export -f galaxy_chain
     export RESULTS LOGS HERE
     case "${2:-}" in
-      gz1-128) background gz1-128 1 bash -c "PIPELINE=(python3 $HERE/pipeline.py); galaxy_chain gz1-128 64 15" ;;
-      simzoo-128) background simzoo-128 2 bash -c "PIPELINE=(python3 $HERE/pipeline.py); galaxy_chain simzoo-128 32 20" ;;
+      gz1-128) background gz1-128 1 bash -c "galaxy_chain gz1-128 64 15" ;;
+      simzoo-128) background simzoo-128 2 bash -c "galaxy_chain simzoo-128 32 20" ;;
       *) echo "usage: $0 galaxy gz1-128|simzoo-128" >&2; exit 2 ;;
     esac
     ;;
