@@ -85,10 +85,11 @@ def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tens
     digest = save_tensors(run_dir / tensors_file, tensors)
     current = run_dir / CURRENT
     replaced = _intact_meta(current)
-    if replaced is not None and replaced["tensors_file"] != tensors_file:
+    moved = replaced is not None and replaced["tensors_file"] != tensors_file
+    if moved:
         current.replace(run_dir / PREVIOUS)
     write_json(current, {**meta, "tensors_file": tensors_file, "tensors_sha256": digest})
-    previous = _intact_meta(run_dir / PREVIOUS)
+    previous = replaced if moved else _intact_meta(run_dir / PREVIOUS)  # the moved one was just checked
     referenced = {tensors_file} | ({previous["tensors_file"]} if previous is not None else set())
     for stale in run_dir.glob(TENSOR_FILES):
         if stale.name not in referenced:
