@@ -1,7 +1,7 @@
 """Wall time of expert training: N ConvNet experts x E epochs on a prepared dataset (CIFAR-10 by default).
 
     galaxy-distill data prepare cifar10 --root DIR_WITH_cifar-10-batches-py
-    python bench/experts_speed.py --dataset cifar10 --num-experts 100 --epochs 50 --parallel 25
+    python bench/experts_speed.py --dataset cifar10 --num-experts 100 --epochs 50 --parallel 25 [--precision bf16 ...]
 
 Experts train `--parallel` at a time as stacked parameters (one kernel launch serves them
 all). Augmentation: DSA "color_crop_cutout_flip_scale_rotate" in MTT's single mode. The JSON
@@ -33,11 +33,24 @@ def main() -> None:
     parser.add_argument("--num-experts", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--parallel", type=int, default=25)
+    parser.add_argument("--stacking", choices=["auto", "vmap", "loop"], default="auto")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--fastest-of", type=Path, metavar="PROFILE_JSON",
+                        help="take --parallel, --stacking, --precision and --channels-last from the fastest row that "
+                        "bench/experts_profile.py measured (at its default batch, 256, the experts' batch here)")
     parser.add_argument("--out", type=Path, default=RESULTS / "experts_speed.json")
     args = parser.parse_args()
+    if args.fastest_of is not None:
+        fastest = min((row for row in read_json(args.fastest_of)["rows"] if row["ms_per_expert_step"] is not None),
+                      key=lambda row: row["ms_per_expert_step"])
+        args.parallel, args.stacking, args.precision, args.channels_last = (
+            fastest["experts"], fastest["stacking"], fastest["precision"], fastest["channels_last"])
+        print(f"fastest in {args.fastest_of}: {fastest}", flush=True)
     dataset = load_prepared(args.dataset)
     settings = ExpertSettings(dataset=dataset.name, num_experts=args.num_experts, epochs=args.epochs,
-                              parallel=args.parallel, device="auto")
+                              parallel=args.parallel, stacking=args.stacking, precision=args.precision,
+                              channels_last=args.channels_last, device="auto")
     base = {**environment(), "dataset": dataset.name, "settings": settings.model_dump(mode="json"),
             "augmentation": "DSA color_crop_cutout_flip_scale_rotate, single mode (MTT default)"}
 

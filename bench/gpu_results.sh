@@ -4,6 +4,10 @@
 #
 #   bench/gpu_results.sh cifar      # CIFAR-10 (standard layout under $CIFAR_ROOT): prepare, then start
 #   bench/gpu_results.sh galaxy gz1-128      # a prepared 128-px galaxy set (gz1-128 or simzoo-128): start
+#   bench/gpu_results.sh galaxy simzoo-128 GPU IPC...   # the same on one GPU for the IPCs named only
+#   bench/gpu_results.sh speed GPU           # experts_profile, distill_speed --precision bf16, then experts_speed
+#                                            # (once cifar10-all-zca is prepared) with the fastest profiled setup
+#   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh status              # what has finished, and each log's last line
 #   bench/gpu_results.sh collect OUT_DIR [RUN_GLOB]   # results and logs, and each run, as archives
 #
@@ -28,14 +32,17 @@ background() {  # name gpu command...: run detached from this call, logging to $
   CUDA_VISIBLE_DEVICES=$gpu setsid nohup "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
 }
 
-galaxy_chain() {  # dataset expert_batch expert_epochs
-  local dataset=$1
-  local common=(--dataset "$dataset" --num-experts 10 --expert-epochs "$3" --expert-batch "$2" --syn-steps 20
+galaxy_chain() {  # dataset expert_batch expert_epochs [ipc...] (default: 1 10)
+  local dataset=$1 expert_batch=$2 expert_epochs=$3
+  shift 3
+  local ipcs=("$@")
+  [ $# -eq 0 ] && ipcs=(1 10)
+  local common=(--dataset "$dataset" --num-experts 10 --expert-epochs "$expert_epochs" --expert-batch "$expert_batch" --syn-steps 20
                 --max-start-epoch 10 --lr-img 100 --iterations 300 --eval-every 100 --num-eval 5 --eval-epochs 500
                 --architectures convnet resnet18 vgg11)
   python3 "$HERE/pipeline.py" "${common[@]}" --experts-only --out "$RESULTS/${dataset}_experts.json" || return
   local ipc
-  for ipc in 1 10; do
+  for ipc in "${ipcs[@]}"; do
     python3 "$HERE/pipeline.py" "${common[@]}" --ipc "$ipc" --methods stm --baselines random class_average \
       --out "$RESULTS/${dataset}_ipc${ipc}_stm.json" >"$LOGS/${dataset}_ipc${ipc}_stm.log" 2>&1 &
     if [ "$ipc" = 1 ]; then local full=(full); else local full=(); fi
@@ -84,10 +91,22 @@ case "${1:-}" in
     export -f galaxy_chain
     export RESULTS LOGS HERE
     case "${2:-}" in
-      gz1-128) background gz1-128 1 bash -c "galaxy_chain gz1-128 64 15" ;;
-      simzoo-128) background simzoo-128 2 bash -c "galaxy_chain simzoo-128 32 20" ;;
-      *) echo "usage: $0 galaxy gz1-128|simzoo-128" >&2; exit 2 ;;
+      gz1-128) args=(64 15) gpu=1 ;;
+      simzoo-128) args=(32 20) gpu=2 ;;
+      *) echo "usage: $0 galaxy gz1-128|simzoo-128 [GPU IPC...]" >&2; exit 2 ;;
     esac
+    background "$2" "${3:-$gpu}" bash -c "galaxy_chain $2 ${args[*]} ${*:4}"
+    ;;
+  prepare-cifar)
+    background prepare_cifar 0 python3 -m galaxy_distill data prepare cifar10 --root "${CIFAR_ROOT:?set CIFAR_ROOT}" --zca \
+      --val-fraction 0 --name cifar10-all-zca
+    ;;
+  speed)  # GPU: alone on that GPU, one after another, so that no timing shares it
+    ready="until [ -f $WS/datasets/cifar10-all-zca/meta.json ]; do sleep 5; done"
+    background speed "${2:?usage: $0 speed GPU}" bash -c "python3 $HERE/experts_profile.py --experts 10 25 50 \
+      --out $RESULTS/experts_profile.json; python3 $HERE/distill_speed.py --precision bf16 \
+      --out $RESULTS/distill_speed_bf16.json; $ready; python3 $HERE/experts_speed.py --dataset cifar10-all-zca \
+      --num-experts 100 --epochs 50 --fastest-of $RESULTS/experts_profile.json --out $RESULTS/experts_speed.json"
     ;;
   status)
     ls -la "$RESULTS"
@@ -103,13 +122,18 @@ case "${1:-}" in
     tar czf "$out/results.tgz" -C "$WS" results logs
     for run in "$WS"/runs/${3:-*}; do
       [ -d "$run" ] || continue
-      tar czf "$out/$(basename "$run").tgz" --exclude='checkpoint-*.safetensors' --exclude=snapshots \
+      archive="$out/$(basename "$run").tgz"
+      tar czf "$archive" --exclude='checkpoint-*.safetensors' --exclude=snapshots \
         --exclude=tensorboard --exclude='*.partial.json' -C "$WS" "runs/$(basename "$run")"
+      # The device tool returns files of at most 16 MiB: larger archives travel as parts (cat them back together).
+      if [ "$(stat -c %s "$archive")" -gt $((15 * 1024 * 1024)) ]; then
+        split -b 15M -d "$archive" "$archive.part-" && rm "$archive"
+      fi
     done
     ls -la "$out"
     ;;
   *)
-    echo "usage: $0 cifar|galaxy NAME|status|collect OUT_DIR [RUN_GLOB]" >&2
+    echo "usage: $0 cifar|galaxy NAME [GPU IPC...]|prepare-cifar|speed GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
     exit 2
     ;;
 esac

@@ -16,8 +16,9 @@ from galaxy_distill.runtime import seeded_generator
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+@pytest.mark.parametrize("bf16", [False, True])
 @pytest.mark.parametrize("chunk_size", [None, 4])
-def test_graphed_steps_equal_eager_steps(chunk_size):
+def test_graphed_steps_equal_eager_steps(chunk_size, bf16):
     torch.backends.cudnn.deterministic = True
     device = torch.device("cuda")
     flat_view = FlatParams(build_model("convnet", 3, 4, 32, width=32).to(device))
@@ -26,14 +27,15 @@ def test_graphed_steps_equal_eager_steps(chunk_size):
     target = start + 0.01 * torch.randn(start.shape, generator=generator).to(device)
     images = torch.randn(12, 3, 32, 32, generator=generator).to(device)
     labels = torch.arange(4, device=device).repeat_interleave(3)
-    graphed = InnerLoop(flat_view, steps=6, batch_size=8, augment=DiffAugment(), chunk_size=chunk_size)
+    graphed = InnerLoop(flat_view, steps=6, batch_size=8, augment=DiffAugment(), chunk_size=chunk_size, bf16=bf16)
     eager = dataclasses.replace(graphed, cuda_graphs=False, _graph_cache={})
     alpha = torch.tensor(0.01, device=device)
     for seed in range(3):  # several draws: every augmentation op gets its own graph
         fast = graphed.loss_and_gradients(images, labels, alpha, start, target, seeded_generator(seed))
         slow = eager.loss_and_gradients(images, labels, alpha, start, target, seeded_generator(seed))
         torch.testing.assert_close(fast.loss, slow.loss, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(fast.images, slow.images, rtol=1e-3, atol=1e-6)
+        # bf16: the same kernels in the same order, but cuDNN may pick other algorithms inside a capture.
+        torch.testing.assert_close(fast.images, slow.images, rtol=1e-2 if bf16 else 1e-3, atol=1e-6)
         torch.testing.assert_close(fast.step_size, slow.step_size, rtol=1e-3, atol=1e-6)
         probe = graphed.probe_loss(images, labels, alpha, start, target, seeded_generator(seed))
         torch.testing.assert_close(probe, slow.loss, rtol=1e-4, atol=1e-6)

@@ -9,9 +9,10 @@ import pytest
 import torch
 from shared_paths import GZ1_ROOT
 
+from galaxy_distill.config import settings_differences
 from galaxy_distill.data import PrepareSettings, prepare
 from galaxy_distill.distill.matching import InnerLoop
-from galaxy_distill.distill.run import distill, load_synthetic, settings_differences
+from galaxy_distill.distill.run import distill, load_synthetic
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.evaluate.baselines import baseline_set
 from galaxy_distill.evaluate.train import TrainingProtocol, evaluate_image_set
@@ -87,8 +88,8 @@ def test_interrupted_run_resumes_to_identical_images(galaxies, monkeypatch):
 def test_a_stored_run_differs_only_where_a_setting_really_changed(tmp_path):
     now = json.loads(DistillSettings(dataset="d", experts=tmp_path).model_dump_json())
     older_version = {name: value for name, value in now.items() if name != "precision"}
-    assert settings_differences(older_version, now) == []
-    assert settings_differences({**now, "lr_img": 1000.0}, now) == ["lr_img: 1000.0 there, 100.0 now"]
-    assert settings_differences({**older_version, "retired": 1}, now) == ["retired: unknown setting there"]
+    assert settings_differences(DistillSettings, older_version, now) == []
+    assert settings_differences(DistillSettings, {**now, "lr_img": 1000.0}, now) == ["lr_img: 1000.0 there, 100.0 now"]
+    assert settings_differences(DistillSettings, {**older_version, "retired": 1}, now) == ["retired: unknown setting there"]
     bf16 = json.loads(DistillSettings(dataset="d", experts=tmp_path, precision="bf16").model_dump_json())
-    assert settings_differences(older_version, bf16) == ["precision: 'fp32' there, 'bf16' now"]
+    assert settings_differences(DistillSettings, older_version, bf16) == ["precision: 'fp32' there, 'bf16' now"]

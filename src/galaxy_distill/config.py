@@ -5,6 +5,7 @@ The resolved settings are saved beside every output so a run can be repeated exa
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +40,25 @@ def resolve_settings(
             f"{'.'.join(str(part) for part in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
         )
         raise GalaxyDistillError(f"{where}invalid settings for {settings_type.__name__} ({problems})") from None
+
+
+def settings_differences(settings_type: type[Settings], stored: Any, resolved: dict[str, Any]) -> list[str]:
+    """How settings stored with an output differ from these, as "name: stored -> now" lines.
+
+    A setting the stored file lacks counts as its default: outputs made before a version added a
+    setting are resumed as long as the new setting keeps its default.
+    """
+    if not isinstance(stored, dict):
+        return ["the stored settings are not a JSON object"]
+    defaults = {name: json.loads(json.dumps(field.default, default=str))
+                for name, field in settings_type.model_fields.items() if not field.is_required()}
+    differences = []
+    for name, value in resolved.items():
+        before = stored[name] if name in stored else defaults.get(name, value)
+        if before != value:
+            differences.append(f"{name}: {before!r} there, {value!r} now")
+    differences += [f"{name}: unknown setting there" for name in stored if name not in resolved]
+    return differences
 
 
 def workspace_dir() -> Path:

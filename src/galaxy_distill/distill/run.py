@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from galaxy_distill import distributed
+from galaxy_distill.config import settings_differences
 from galaxy_distill.data.augment import DiffAugment
 from galaxy_distill.data.preview import class_grid_png
 from galaxy_distill.data.registry import PreparedDataset
@@ -223,7 +224,7 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     run_dir.mkdir(parents=True, exist_ok=True)
     settings_path = run_dir / "settings.json"
     if settings_path.is_file():
-        differences = settings_differences(read_json(settings_path), resolved)
+        differences = settings_differences(DistillSettings, read_json(settings_path), resolved)
         if differences:
             raise GalaxyDistillError(f"{run_dir}: holds a run with other settings ({'; '.join(differences)}); "
                                      "resume with the same settings or choose another --out")
@@ -411,25 +412,6 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
                        per_class=min(settings.ipc, 10), title=f"{settings.method.upper()} prototypes, IPC {settings.ipc}")
     distributed.barrier()  # the outputs exist when any rank returns
     return DistillResult(run_dir, iteration, best["val_accuracy"], best["iteration"], synthetic_path, elapsed)
-
-
-def settings_differences(stored: Any, resolved: dict[str, Any]) -> list[str]:
-    """How the settings of a stored run differ from these, as "name: stored -> now" lines.
-
-    A setting the stored file lacks counts as its default: runs made before a version added a
-    setting resume as long as the new setting keeps its default.
-    """
-    if not isinstance(stored, dict):
-        return ["settings.json is not a JSON object"]
-    defaults = {name: json.loads(json.dumps(field.default, default=str))
-                for name, field in DistillSettings.model_fields.items() if not field.is_required()}
-    differences = []
-    for name, value in resolved.items():
-        before = stored[name] if name in stored else defaults.get(name, value)
-        if before != value:
-            differences.append(f"{name}: {before!r} there, {value!r} now")
-    differences += [f"{name}: unknown setting there" for name in stored if name not in resolved]
-    return differences
 
 
 def load_synthetic(path: Path) -> tuple[torch.Tensor, torch.Tensor, float, list[str]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from galaxy_distill.config import Settings
@@ -20,6 +22,14 @@ class ExpertSettings(Settings):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(256, ge=1)
     augment: str = "color_crop_cutout_flip_scale_rotate"
-    parallel: int = Field(10, ge=1)
+    parallel: int = Field(10, ge=1, description="experts trained at once as one stacked parameter tensor")
+    stacking: Literal["auto", "vmap", "loop"] = Field(
+        "auto", description="how a step runs the stacked experts: vmap (one launch per layer for all of them, as grouped "
+        "convolutions) or loop (one ordinary network after another); auto: vmap on GPUs, loop on CPUs")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="arithmetic of the expert steps: bf16 runs forward and backward under bfloat16 autocast "
+        "(parameters, their updates and the loss stay float32)")
+    channels_last: bool = Field(False, description="feed the networks channels-last (NHWC) batches, which GPU convolution "
+                                "kernels for bf16 prefer")
     seed: int = 0
     device: str = "auto"

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from galaxy_distill import distributed
-from galaxy_distill.data.augment import DiffAugment
+from galaxy_distill.config import settings_differences
+from galaxy_distill.data.augment import AugmentDraw, DiffAugment
 from galaxy_distill.data.registry import PreparedDataset
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts.settings import ExpertSettings
@@ -57,6 +58,40 @@ def batched_accuracy(flat_view: FlatParams, flats: torch.Tensor, images: torch.T
     return correct / len(images)
 
 
+def expert_gradients(flat_view: FlatParams, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, *,
+                     precision: str = "fp32", channels_last: bool = False,
+                     vectorized: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients [E, P] of each expert's mean cross-entropy on its own batch, and the summed loss.
+
+    images [E, B, C, H, W], labels [E, B]. Under "bf16" the networks run in bfloat16 autocast
+    while `flats`, the gradients and the loss stay float32 (an expert needs no bit-exact
+    gradient, only a faithful trajectory of its own training).
+    """
+    flats = flats.detach().requires_grad_(True)
+    if channels_last:
+        # Each expert's [B, C, H, W] slice in NHWC order.
+        images = images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = flat_view.batched_forward(flats, images, vectorized)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum") / labels.shape[1]
+    (gradient,) = torch.autograd.grad(loss, flats)
+    return gradient, loss.detach()
+
+
+def _epoch_draws(augment: DiffAugment, count: int, num_images: int, batch_size: int, image_size: int,
+                 generator: torch.Generator, device: torch.device) -> list[AugmentDraw]:
+    """One epoch's augmentation, drawn in one go (one pinned copy instead of one per step) and split into steps.
+
+    The draws equal those of one `draw` per step in order, the last (shorter) batch included.
+    """
+    full_steps, remainder = divmod(num_images, batch_size)
+    epoch = augment.draw_many(full_steps, count * batch_size, image_size, generator, device)
+    draws = [epoch.step(index) for index in range(full_steps)]
+    if remainder:
+        draws.append(augment.draw(count * remainder, image_size, generator, device))
+    return draws
+
+
 def _train_group(settings: ExpertSettings, flat_view: FlatParams, expert_ids: list[int], train: tuple[torch.Tensor, torch.Tensor],
                  test: tuple[torch.Tensor, torch.Tensor], augment: DiffAugment, progress: tqdm) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = train
@@ -71,19 +106,17 @@ def _train_group(settings: ExpertSettings, flat_view: FlatParams, expert_ids: li
     accuracy = torch.empty(count, settings.epochs)
     num_images = len(images)
     batch_size = min(settings.batch_size, num_images)
+    vectorized = settings.stacking == "vmap" or (settings.stacking == "auto" and device.type == "cuda")
     for epoch in range(settings.epochs):
         order = torch.stack([torch.randperm(num_images, generator=generator) for _ in expert_ids]).to(device)
-        for start in range(0, num_images, batch_size):
+        draws = _epoch_draws(augment, count, num_images, batch_size, images.shape[-1], generator, device)
+        for step, start in enumerate(range(0, num_images, batch_size)):
             batch = order[:, start : start + batch_size]
             x = images[batch]
-            draw = augment.draw(x.shape[0] * x.shape[1], x.shape[-1], generator, device)
-            x = augment.apply(x.flatten(0, 1), draw).view_as(x)
-            flats.requires_grad_(True)
-            logits = flat_view.batched_forward(flats, x)
-            loss = F.cross_entropy(logits.flatten(0, 1), labels[batch].flatten(), reduction="sum") / batch.shape[1]
-            (gradient,) = torch.autograd.grad(loss, flats)
+            x = augment.apply(x.flatten(0, 1), draws[step]).view_as(x)
+            gradient, loss = expert_gradients(flat_view, flats, x, labels[batch], precision=settings.precision,
+                                              channels_last=settings.channels_last, vectorized=vectorized)
             with torch.no_grad():
-                flats = flats.detach()
                 if settings.weight_decay:
                     gradient = gradient + settings.weight_decay * flats
                 velocity = settings.momentum * velocity + gradient
@@ -117,10 +150,10 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     if manifest_path.is_file():
         manifest = read_json(manifest_path)
         parse_manifest(manifest_path, manifest)
-        if manifest["settings"] != resolved:
-            raise GalaxyDistillError(
-                f"{manifest_path}: an expert store with different settings exists here; use another --out or the same settings"
-            )
+        differences = settings_differences(ExpertSettings, manifest["settings"], resolved)
+        if differences:
+            raise GalaxyDistillError(f"{manifest_path}: an expert store with other settings exists here "
+                                     f"({'; '.join(differences)}); use another --out or the same settings")
         if manifest["dataset"]["images_sha256"] != dataset.meta["images_sha256"]:
             raise GalaxyDistillError(
                 f"{manifest_path}: these experts were trained on other images than '{dataset.name}' holds now; use another --out"

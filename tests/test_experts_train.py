@@ -1,0 +1,80 @@
+"""Expert steps: every way of running them computes the same gradients, and a store made before a setting existed resumes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from shared_paths import GZ1_ROOT
+
+from galaxy_distill.data.augment import DiffAugment
+from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.registry import prepare
+from galaxy_distill.errors import GalaxyDistillError
+from galaxy_distill.experts import ExpertSettings, train_experts
+from galaxy_distill.experts.train import _epoch_draws, expert_gradients
+from galaxy_distill.models.convnet import ConvNet
+from galaxy_distill.models.functional import FlatParams
+from galaxy_distill.store import read_json, write_json
+
+
+def stacked_problem(experts: int = 3, batch: int = 8):
+    flat_view = FlatParams(ConvNet(channels=3, num_classes=4, image_size=16, depth=2, width=16, norm="instancenorm"))
+    generator = torch.Generator().manual_seed(0)
+    flats = torch.stack([flat_view.init_flat(generator) for _ in range(experts)])
+    images = torch.randn(experts, batch, 3, 16, 16, generator=generator)
+    labels = torch.randint(0, 4, (experts, batch), generator=generator)
+    return flat_view, flats, images, labels
+
+
+def test_vmap_loop_and_channels_last_give_the_same_gradients():
+    flat_view, flats, images, labels = stacked_problem()
+    reference, loss = expert_gradients(flat_view, flats, images, labels, vectorized=False)
+    assert reference.shape == flats.shape and torch.isfinite(loss)
+    for vectorized, channels_last in ((True, False), (False, True), (True, True)):
+        gradient, other_loss = expert_gradients(flat_view, flats, images, labels, vectorized=vectorized,
+                                                channels_last=channels_last)
+        torch.testing.assert_close(gradient, reference, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(other_loss, loss)
+
+
+def test_each_expert_gets_the_gradient_of_its_own_batch_alone():
+    flat_view, flats, images, labels = stacked_problem()
+    stacked, _ = expert_gradients(flat_view, flats, images, labels)
+    alone, _ = expert_gradients(flat_view, flats[1:2], images[1:2], labels[1:2])
+    torch.testing.assert_close(stacked[1:2], alone)
+
+
+def test_bf16_expert_gradients_follow_fp32():
+    """Stated tolerance of bf16 expert steps: cosine >= 0.99 with the fp32 gradient of each expert, loss within 2 %."""
+    flat_view, flats, images, labels = stacked_problem()
+    exact, exact_loss = expert_gradients(flat_view, flats, images, labels)
+    approximate, approximate_loss = expert_gradients(flat_view, flats, images, labels, precision="bf16")
+    assert approximate.dtype == torch.float32 and approximate_loss.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(approximate, exact, dim=1).min() >= 0.99
+    torch.testing.assert_close(approximate_loss, exact_loss, rtol=2e-2, atol=0)
+
+
+def test_an_epoch_drawn_at_once_equals_one_draw_per_step():
+    augment = DiffAugment()
+    at_once = _epoch_draws(augment, 3, 45, 16, 32, torch.Generator().manual_seed(5), torch.device("cpu"))
+    generator = torch.Generator().manual_seed(5)
+    per_step = [augment.draw(3 * size, 32, generator, "cpu") for size in (16, 16, 13)]
+    assert len(at_once) == 3
+    for mine, theirs in zip(at_once, per_step, strict=True):
+        assert mine.ops == theirs.ops
+        torch.testing.assert_close(mine.params, theirs.params, rtol=0, atol=0)
+
+
+def test_a_store_from_before_the_new_settings_resumes_and_other_settings_are_named(tmp_path):
+    dataset = prepare(PrepareSettings(dataset="gz1-sdss", root=GZ1_ROOT, size=16, per_class=12), out_dir=tmp_path / "data")
+    settings = ExpertSettings(dataset=dataset.name, width=8, depth=2, epochs=2, batch_size=16, num_experts=2, parallel=2,
+                              device="cpu")
+    manifest_path = train_experts(settings, dataset, tmp_path / "experts")
+    manifest = read_json(manifest_path)
+    for added_since in ("stacking", "precision", "channels_last"):
+        del manifest["settings"][added_since]
+    write_json(manifest_path, manifest)
+    train_experts(settings, dataset, tmp_path / "experts")
+    assert read_json(manifest_path)["experts"] == manifest["experts"]  # nothing trained again
+    with pytest.raises(GalaxyDistillError, match="precision: 'fp32' there, 'bf16' now"):
+        train_experts(settings.model_copy(update={"precision": "bf16"}), dataset, tmp_path / "experts")
