@@ -1,11 +1,12 @@
 """Milliseconds per expert training step for each way of running the stacked experts (for choosing the defaults).
 
-    python bench/experts_profile.py --experts 10 25 50 --out bench/results/experts_profile.json
+    python bench/experts_profile.py --experts 10 25 50 [--compiled] --out bench/results/experts_profile.json
 
 One step as `galaxy_distill.experts.train` takes it: E ConvNets (CIFAR-10 shape: 3 x 32 x 32,
 10 classes, depth 3, width 128, instance norm) each on its own batch, forward, cross-entropy,
 gradients w.r.t. the stacked parameters, SGD update. Every combination of stacking (vmap,
-loop), precision (fp32, bf16) and channels-last is timed (3 warm-up, `--timed` timed steps,
+loop), precision (fp32, bf16) and channels-last is timed, and with --compiled the compiled loop
+at both precisions, (3 warm-up, `--timed` timed steps,
 median) on random images; augmentation (one epoch's draw, then its per-step application) is
 timed apart. The projection scales the median to 100 experts x 50 epochs of 50,000 images.
 """
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, environment  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
-from galaxy_distill.experts.train import _epoch_draws, expert_gradients  # noqa: E402
+from galaxy_distill.experts.train import ExpertStep, _epoch_draws  # noqa: E402
 from galaxy_distill.models import build_model  # noqa: E402
 from galaxy_distill.models.functional import FlatParams  # noqa: E402
 from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator  # noqa: E402
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--experts", type=int, nargs="+", default=[25])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--timed", type=int, default=10)
+    parser.add_argument("--compiled", action="store_true", help="also time torch.compile'd steps (a minute to compile each)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS / "experts_profile.json")
     args = parser.parse_args()
@@ -80,12 +82,15 @@ def main() -> None:
         augment_ms = median_ms(augmentation, 3, args.timed, device)
         draw_ms = median_ms(lambda: _epoch_draws(augment, experts, steps_per_epoch * args.batch, args.batch, 32, generator,
                                                  device), 1, 3, device) / steps_per_epoch
-        for vectorized, precision, channels_last in itertools.product((True, False), ("fp32", "bf16"), (False, True)):
+        ways = [(vectorized, precision, channels_last, False)
+                for vectorized, precision, channels_last in itertools.product((True, False), ("fp32", "bf16"), (False, True))]
+        ways += [(False, precision, False, True) for precision in ("fp32", "bf16")] if args.compiled else []
+        for vectorized, precision, channels_last, compiled in ways:
             state = {"flats": flats.clone()}
+            expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compiled)
 
             def step() -> None:
-                gradient, _ = expert_gradients(flat_view, state["flats"], images, labels, precision=precision,
-                                               channels_last=channels_last, vectorized=vectorized)
+                gradient, _ = expert_step(state["flats"], images, labels)
                 state["flats"] = state["flats"] - 0.01 * gradient
 
             if device.type == "cuda":
@@ -96,12 +101,12 @@ def main() -> None:
                 step_ms = None
             per_expert = None if step_ms is None else (step_ms + augment_ms + draw_ms) / experts
             row = {"experts": experts, "batch": args.batch, "stacking": "vmap" if vectorized else "loop",
-                   "precision": precision, "channels_last": channels_last, "step_ms": step_ms,
+                   "precision": precision, "channels_last": channels_last, "compile": compiled, "step_ms": step_ms,
                    "augment_ms": augment_ms, "draw_ms_per_step": draw_ms, "ms_per_expert_step": per_expert,
                    "projected_min_100x50": None if per_expert is None else per_expert * EXPERTS * EPOCHS * steps_per_epoch / 60_000,
                    "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
             rows.append(row)
-            print(f"E={experts:3d} {row['stacking']:4s} {precision} channels_last={channels_last!s:5s} "
+            print(f"E={experts:3d} {row['stacking']:4s} {precision} channels_last={channels_last!s:5s} compile={compiled!s:5s} "
                   f"step {step_ms if step_ms is None else round(step_ms, 2)} ms + augment {augment_ms:.2f} + draw "
                   f"{draw_ms:.2f} ms -> {per_expert if per_expert is None else round(per_expert, 3)} ms/expert-step, "
                   f"100x50 projected {row['projected_min_100x50'] if per_expert is None else round(row['projected_min_100x50'], 1)} min",

@@ -36,21 +36,22 @@ def main() -> None:
     parser.add_argument("--stacking", choices=["auto", "vmap", "loop"], default="auto")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
     parser.add_argument("--fastest-of", type=Path, metavar="PROFILE_JSON",
-                        help="take --parallel, --stacking, --precision and --channels-last from the fastest row that "
+                        help="take --parallel, --stacking, --precision, --channels-last and --compile from the fastest row that "
                         "bench/experts_profile.py measured (at its default batch, 256, the experts' batch here)")
     parser.add_argument("--out", type=Path, default=RESULTS / "experts_speed.json")
     args = parser.parse_args()
     if args.fastest_of is not None:
         fastest = min((row for row in read_json(args.fastest_of)["rows"] if row["ms_per_expert_step"] is not None),
                       key=lambda row: row["ms_per_expert_step"])
-        args.parallel, args.stacking, args.precision, args.channels_last = (
-            fastest["experts"], fastest["stacking"], fastest["precision"], fastest["channels_last"])
+        args.parallel, args.stacking, args.precision, args.channels_last, args.compile = (
+            fastest["experts"], fastest["stacking"], fastest["precision"], fastest["channels_last"], fastest["compile"])
         print(f"fastest in {args.fastest_of}: {fastest}", flush=True)
     dataset = load_prepared(args.dataset)
     settings = ExpertSettings(dataset=dataset.name, num_experts=args.num_experts, epochs=args.epochs,
                               parallel=args.parallel, stacking=args.stacking, precision=args.precision,
-                              channels_last=args.channels_last, device="auto")
+                              channels_last=args.channels_last, compile=args.compile, device="auto")
     base = {**environment(), "dataset": dataset.name, "settings": settings.model_dump(mode="json"),
             "augmentation": "DSA color_crop_cutout_flip_scale_rotate, single mode (MTT default)"}
 

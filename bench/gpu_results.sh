@@ -5,7 +5,7 @@
 #   bench/gpu_results.sh cifar      # CIFAR-10 (standard layout under $CIFAR_ROOT): prepare, then start
 #   bench/gpu_results.sh galaxy gz1-128      # a prepared 128-px galaxy set (gz1-128 or simzoo-128): start
 #   bench/gpu_results.sh galaxy simzoo-128 GPU IPC...   # the same on one GPU for the IPCs named only
-#   bench/gpu_results.sh speed GPU           # experts_profile, distill_speed --precision bf16, then experts_speed
+#   bench/gpu_results.sh speed GPU           # distill_speed --precision bf16, experts_profile, then experts_speed
 #                                            # (once cifar10-all-zca is prepared) with the fastest profiled setup
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh status              # what has finished, and each log's last line
@@ -103,9 +103,9 @@ case "${1:-}" in
     ;;
   speed)  # GPU: alone on that GPU, one after another, so that no timing shares it
     ready="until [ -f $WS/datasets/cifar10-all-zca/meta.json ]; do sleep 5; done"
-    background speed "${2:?usage: $0 speed GPU}" bash -c "python3 $HERE/experts_profile.py --experts 10 25 50 \
-      --out $RESULTS/experts_profile.json; python3 $HERE/distill_speed.py --precision bf16 \
-      --out $RESULTS/distill_speed_bf16.json; $ready; python3 $HERE/experts_speed.py --dataset cifar10-all-zca \
+    background speed "${2:?usage: $0 speed GPU}" bash -c "python3 $HERE/distill_speed.py --precision bf16 \
+      --out $RESULTS/distill_speed_bf16.json; python3 $HERE/experts_profile.py --experts 10 50 --compiled \
+      --out $RESULTS/experts_profile.json; $ready; python3 $HERE/experts_speed.py --dataset cifar10-all-zca \
       --num-experts 100 --epochs 50 --fastest-of $RESULTS/experts_profile.json --out $RESULTS/experts_speed.json"
     ;;
   status)

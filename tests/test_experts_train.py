@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from shared_paths import GZ1_ROOT
@@ -11,7 +13,7 @@ from galaxy_distill.data.base import PrepareSettings
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts import ExpertSettings, train_experts
-from galaxy_distill.experts.train import _epoch_draws, expert_gradients
+from galaxy_distill.experts.train import ExpertStep, _epoch_draws
 from galaxy_distill.models.convnet import ConvNet
 from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.store import read_json, write_json
@@ -28,30 +30,46 @@ def stacked_problem(experts: int = 3, batch: int = 8):
 
 def test_vmap_loop_and_channels_last_give_the_same_gradients():
     flat_view, flats, images, labels = stacked_problem()
-    reference, loss = expert_gradients(flat_view, flats, images, labels, vectorized=False)
+    reference, loss = ExpertStep(flat_view, vectorized=False)(flats, images, labels)
     assert reference.shape == flats.shape and torch.isfinite(loss)
     for vectorized, channels_last in ((True, False), (False, True), (True, True)):
-        gradient, other_loss = expert_gradients(flat_view, flats, images, labels, vectorized=vectorized,
-                                                channels_last=channels_last)
+        gradient, other_loss = ExpertStep(flat_view, vectorized=vectorized, channels_last=channels_last)(flats, images, labels)
         torch.testing.assert_close(gradient, reference, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(other_loss, loss)
 
 
 def test_each_expert_gets_the_gradient_of_its_own_batch_alone():
     flat_view, flats, images, labels = stacked_problem()
-    stacked, _ = expert_gradients(flat_view, flats, images, labels)
-    alone, _ = expert_gradients(flat_view, flats[1:2], images[1:2], labels[1:2])
+    step = ExpertStep(flat_view)
+    stacked, _ = step(flats, images, labels)
+    alone, _ = step(flats[1:2], images[1:2], labels[1:2])
     torch.testing.assert_close(stacked[1:2], alone)
 
 
 def test_bf16_expert_gradients_follow_fp32():
     """Stated tolerance of bf16 expert steps: cosine >= 0.99 with the fp32 gradient of each expert, loss within 2 %."""
     flat_view, flats, images, labels = stacked_problem()
-    exact, exact_loss = expert_gradients(flat_view, flats, images, labels)
-    approximate, approximate_loss = expert_gradients(flat_view, flats, images, labels, precision="bf16")
+    exact, exact_loss = ExpertStep(flat_view)(flats, images, labels)
+    approximate, approximate_loss = ExpertStep(flat_view, precision="bf16")(flats, images, labels)
     assert approximate.dtype == torch.float32 and approximate_loss.dtype == torch.float32
     assert torch.nn.functional.cosine_similarity(approximate, exact, dim=1).min() >= 0.99
     torch.testing.assert_close(approximate_loss, exact_loss, rtol=2e-2, atol=0)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_expert_steps_give_the_eager_gradients():
+    flat_view, flats, images, labels = stacked_problem()
+    eager, eager_loss = ExpertStep(flat_view)(flats, images, labels)
+    compiled = ExpertStep(flat_view, compiled=True)
+    for _ in range(2):  # the second call replays the compiled graph
+        gradient, loss = compiled(flats, images, labels)
+        torch.testing.assert_close(gradient, eager, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(loss, eager_loss)
+    with pytest.raises(GalaxyDistillError, match="one after another"):
+        ExpertStep(flat_view, vectorized=True, compiled=True)
+    with pytest.raises(ValueError, match="one after another"):
+        ExpertSettings(dataset="d", compile=True, stacking="vmap")
 
 
 def test_an_epoch_drawn_at_once_equals_one_draw_per_step():
@@ -71,7 +89,7 @@ def test_a_store_from_before_the_new_settings_resumes_and_other_settings_are_nam
                               device="cpu")
     manifest_path = train_experts(settings, dataset, tmp_path / "experts")
     manifest = read_json(manifest_path)
-    for added_since in ("stacking", "precision", "channels_last"):
+    for added_since in ("stacking", "precision", "compile", "channels_last"):
         del manifest["settings"][added_since]
     write_json(manifest_path, manifest)
     train_experts(settings, dataset, tmp_path / "experts")

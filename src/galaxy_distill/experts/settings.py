@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from galaxy_distill.config import Settings
 
@@ -29,7 +29,16 @@ class ExpertSettings(Settings):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="arithmetic of the expert steps: bf16 runs forward and backward under bfloat16 autocast "
         "(parameters, their updates and the loss stay float32)")
+    compile: bool = Field(False, description="torch.compile one network's loss and run the experts one after another: "
+                          "fuses the normalisation, ReLU and pooling work that dominates a step on GPUs (compiles "
+                          "for a minute first)")
     channels_last: bool = Field(False, description="feed the networks channels-last (NHWC) batches, which GPU convolution "
                                 "kernels for bf16 prefer")
     seed: int = 0
     device: str = "auto"
+
+    @model_validator(mode="after")
+    def _compile_runs_a_loop(self) -> ExpertSettings:
+        if self.compile and self.stacking == "vmap":
+            raise ValueError("compile runs the experts one after another: use stacking loop or auto with it")
+        return self

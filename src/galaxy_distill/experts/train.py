@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,24 +59,49 @@ def batched_accuracy(flat_view: FlatParams, flats: torch.Tensor, images: torch.T
     return correct / len(images)
 
 
-def expert_gradients(flat_view: FlatParams, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, *,
-                     precision: str = "fp32", channels_last: bool = False,
-                     vectorized: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients [E, P] of each expert's mean cross-entropy on its own batch, and the summed loss.
+@dataclass
+class ExpertStep:
+    """Gradients [E, P] of each stacked expert's mean cross-entropy on its own batch, and the summed loss.
 
-    images [E, B, C, H, W], labels [E, B]. Under "bf16" the networks run in bfloat16 autocast
-    while `flats`, the gradients and the loss stay float32 (an expert needs no bit-exact
-    gradient, only a faithful trajectory of its own training).
+    Images [E, B, C, H, W], labels [E, B]. `vectorized`: one vmap call for all experts (None: on
+    GPUs) or one network after another. `compiled`: one network's loss goes through
+    torch.compile (run one after another), which fuses the memory-bound normalisation, ReLU
+    and pooling work that dominates a ConvNet step on a GPU. Under "bf16" the networks run in
+    bfloat16 autocast while the stacked parameters, gradients and loss stay float32 (an expert
+    needs no bit-exact gradient, only a faithful trajectory of its own training).
     """
-    flats = flats.detach().requires_grad_(True)
-    if channels_last:
-        # Each expert's [B, C, H, W] slice in NHWC order.
-        images = images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        logits = flat_view.batched_forward(flats, images, vectorized)
-    loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum") / labels.shape[1]
-    (gradient,) = torch.autograd.grad(loss, flats)
-    return gradient, loss.detach()
+
+    flat_view: FlatParams
+    precision: str = "fp32"
+    channels_last: bool = False
+    vectorized: bool | None = None
+    compiled: bool = False
+
+    def __post_init__(self) -> None:
+        if self.compiled and self.vectorized:
+            raise GalaxyDistillError("compiled expert steps run the experts one after another; use stacking loop or auto")
+        self._network_loss = torch.compile(self._one_network_loss) if self.compiled else self._one_network_loss
+
+    def _one_network_loss(self, flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = self.flat_view.forward(flat, images)
+        return F.cross_entropy(logits.float(), labels, reduction="sum")
+
+    def __call__(self, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flats = flats.detach().requires_grad_(True)
+        if self.channels_last:
+            # Each expert's [B, C, H, W] slice in NHWC order.
+            images = images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+        vectorized = flats.device.type != "cpu" if self.vectorized is None else self.vectorized
+        if vectorized and not self.compiled:
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                logits = self.flat_view.batched_forward(flats, images, vectorized=True)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum")
+        else:
+            loss = sum(self._network_loss(flat, x, y) for flat, x, y in zip(flats, images, labels, strict=True))
+        loss = loss / labels.shape[1]
+        (gradient,) = torch.autograd.grad(loss, flats)
+        return gradient, loss.detach()
 
 
 def _epoch_draws(augment: DiffAugment, count: int, num_images: int, batch_size: int, image_size: int,
@@ -106,7 +132,9 @@ def _train_group(settings: ExpertSettings, flat_view: FlatParams, expert_ids: li
     accuracy = torch.empty(count, settings.epochs)
     num_images = len(images)
     batch_size = min(settings.batch_size, num_images)
-    vectorized = settings.stacking == "vmap" or (settings.stacking == "auto" and device.type == "cuda")
+    step_gradients = ExpertStep(flat_view, settings.precision, settings.channels_last,
+                                vectorized={"auto": None, "vmap": True, "loop": False}[settings.stacking],
+                                compiled=settings.compile)
     for epoch in range(settings.epochs):
         order = torch.stack([torch.randperm(num_images, generator=generator) for _ in expert_ids]).to(device)
         draws = _epoch_draws(augment, count, num_images, batch_size, images.shape[-1], generator, device)
@@ -114,8 +142,7 @@ def _train_group(settings: ExpertSettings, flat_view: FlatParams, expert_ids: li
             batch = order[:, start : start + batch_size]
             x = images[batch]
             x = augment.apply(x.flatten(0, 1), draws[step]).view_as(x)
-            gradient, loss = expert_gradients(flat_view, flats, x, labels[batch], precision=settings.precision,
-                                              channels_last=settings.channels_last, vectorized=vectorized)
+            gradient, loss = step_gradients(flats, x, labels[batch])
             with torch.no_grad():
                 if settings.weight_decay:
                     gradient = gradient + settings.weight_decay * flats
