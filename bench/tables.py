@@ -7,6 +7,7 @@
     python bench/tables.py crossarch bench/results/results-2026-11-28/gz1*ipc*.json  # ConvNet, ResNet-18, VGG-11
     python bench/tables.py inrun bench/results/results-2026-11-28/runs/*           # checkpoint evaluations in a run
     python bench/tables.py experts bench/results/results-2026-11-28/*_experts.json  # expert training speed
+    python bench/tables.py profile bench/results/results-2026-11-29/experts_profile.json  # ways of running an expert step
 """
 
 from __future__ import annotations
@@ -141,17 +142,39 @@ def inrun_table(run_dirs: list[Path]) -> str:
 
 
 def experts_table(paths: list[Path]) -> str:
-    """Expert-training wall time from the pipeline's experts stage, per expert-epoch and projected to 100 x 50."""
-    lines = [("| dataset | experts x epochs | batch | trained at once | wall s | s per expert-epoch | 100 x 50 at this rate (min) | "
-              "final test accuracy % | GPU |"), "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """Expert-training wall time, per expert-epoch and projected to 100 x 50: from the pipeline's experts stage
+    or from bench/experts_speed.py (whose record of an unfinished run counts the experts done so far)."""
+    lines = [("| dataset | experts x epochs | batch | trained at once | step | wall s | s per expert-epoch | "
+              "100 x 50 at this rate (min) | final test accuracy % | GPU |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for path in paths:
         record = json.loads(path.read_text())
-        stage = record["stages"]["experts"]
+        stage = record["stages"]["experts"] if "stages" in record else record
         settings = stage["settings"]
-        per_expert_epoch = stage["wall_s"] / (settings["num_experts"] * settings["epochs"])
-        lines.append(f"| {record['dataset']} | {settings['num_experts']} x {settings['epochs']} | {settings['batch_size']} | "
-                     f"{settings['parallel']} | {stage['wall_s']:.1f} | {per_expert_epoch:.3f} | {100 * 50 * per_expert_epoch / 60:.1f} | "
+        experts = stage.get("experts_done", settings["num_experts"])
+        done = "" if stage.get("finished", True) else f" (of {settings['num_experts']}: unfinished)"
+        per_expert_epoch = stage["wall_s"] / (experts * settings["epochs"])
+        step = (f"{settings.get('stacking', 'auto')}, {settings.get('precision', 'fp32')}"
+                f"{', compiled' if settings.get('compile') else ''}{', channels-last' if settings.get('channels_last') else ''}")
+        lines.append(f"| {record['dataset']} | {experts}{done} x {settings['epochs']} | {settings['batch_size']} | "
+                     f"{settings['parallel']} | {step} | {stage['wall_s']:.1f} | {per_expert_epoch:.3f} | "
+                     f"{100 * 50 * per_expert_epoch / 60:.1f} | "
                      f"{100 * stage['final_test_acc_mean']:.1f} ± {100 * stage['final_test_acc_std']:.1f} | {record.get('gpu')} |")
+    return "\n".join(lines)
+
+
+def profile_table(path: Path) -> str:
+    """bench/experts_profile.py: milliseconds per expert step for each way of running the stacked experts."""
+    record = json.loads(path.read_text())
+    lines = [f"`{path.name}` — {record.get('gpu')}, torch {record.get('torch')}, revision {record.get('git_revision', 'unknown')[:7]}",
+             "", ("| experts at once | stacking | precision | channels-last | compiled | step ms | augmentation ms | "
+                  "ms per expert-step | 100 x 50 projected (min) | peak GiB |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in sorted(record["rows"], key=lambda row: (row["experts"], row["ms_per_expert_step"] or float("inf"))):
+        lines.append(f"| {row['experts']} | {row['stacking']} | {row['precision']} | {'yes' if row['channels_last'] else 'no'} | "
+                     f"{'yes' if row.get('compile') else 'no'} | {_fmt(row['step_ms'], 1)} | "
+                     f"{row['augment_ms'] + row['draw_ms_per_step']:.2f} | {_fmt(row['ms_per_expert_step'])} | "
+                     f"{_fmt(row['projected_min_100x50'], 1)} | {_fmt(row['peak_mem_gib'], 2)} |")
     return "\n".join(lines)
 
 
@@ -161,5 +184,5 @@ if __name__ == "__main__":
     if kind in combined:
         print(combined[kind]([Path(p) for p in paths]))
     else:
-        render = {"results": results_table, "speed": speed_table, "distributed": distributed_table}[kind]
+        render = {"results": results_table, "speed": speed_table, "distributed": distributed_table, "profile": profile_table}[kind]
         print("\n\n".join(render(Path(p)) for p in paths))

@@ -43,3 +43,26 @@ def test_inrun_reads_checkpoint_evaluations_and_reports_unfinished_runs(tmp_path
     (run / "metrics.csv").write_text("iteration,val_accuracy,test_accuracy\n100,0.5,0.45\n150,,\n200,0.6,0.52\n250,,\n")
     row = next(line for line in tables("inrun", str(run)).splitlines() if line.startswith("| toy"))
     assert row == "| toy-stm-ipc1 | 250 / 300 | 100, 200 | 60.0 (it. 200) | 52.0 | 52.0 | 2 x 300 |"
+
+
+def test_experts_projects_an_unfinished_speed_record_from_the_experts_done(tmp_path: Path) -> None:
+    settings = {"num_experts": 100, "epochs": 50, "batch_size": 256, "parallel": 10, "stacking": "loop", "precision": "fp32",
+                "compile": True, "channels_last": False}
+    speed = tmp_path / "experts_speed.json"
+    speed.write_text(json.dumps({"dataset": "toy", "gpu": "G", "settings": settings, "finished": False, "experts_done": 10,
+                                 "wall_s": 300.0, "final_test_acc_mean": 0.8, "final_test_acc_std": 0.01}))
+    row = [line for line in tables("experts", str(speed)).splitlines() if line.startswith("| toy")]
+    # 300 s for 10 experts x 50 epochs: 0.6 s an expert-epoch, 50 min for 100 x 50.
+    assert row == ["| toy | 10 (of 100: unfinished) x 50 | 256 | 10 | loop, fp32, compiled | 300.0 | 0.600 | 50.0 | 80.0 ± 1.0 | G |"]
+
+
+def test_profile_lists_the_ways_fastest_first(tmp_path: Path) -> None:
+    def row(stacking: str, step_ms: float) -> dict:
+        return {"experts": 10, "stacking": stacking, "precision": "fp32", "channels_last": False, "compile": False,
+                "step_ms": step_ms, "augment_ms": 0.5, "draw_ms_per_step": 0.5, "ms_per_expert_step": (step_ms + 1) / 10,
+                "projected_min_100x50": 1.0, "peak_mem_gib": 2.0}
+    profile = tmp_path / "experts_profile.json"
+    profile.write_text(json.dumps({"gpu": "G", "torch": "t", "git_revision": "abcdef123", "rows": [row("vmap", 39.0), row("loop", 29.0)]}))
+    rows = [line for line in tables("profile", str(profile)).splitlines() if line.startswith("| 10")]
+    assert rows == ["| 10 | loop | fp32 | no | no | 29.0 | 1.00 | 3.000 | 1.0 | 2.00 |",
+                    "| 10 | vmap | fp32 | no | no | 39.0 | 1.00 | 4.000 | 1.0 | 2.00 |"]

@@ -118,10 +118,11 @@ def _epoch_draws(augment: DiffAugment, count: int, num_images: int, batch_size: 
     return draws
 
 
-def _train_group(settings: ExpertSettings, flat_view: FlatParams, expert_ids: list[int], train: tuple[torch.Tensor, torch.Tensor],
+def _train_group(settings: ExpertSettings, step_gradients: ExpertStep, expert_ids: list[int], train: tuple[torch.Tensor, torch.Tensor],
                  test: tuple[torch.Tensor, torch.Tensor], augment: DiffAugment, progress: tqdm) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = train
     device = images.device
+    flat_view = step_gradients.flat_view
     group_seed = settings.seed * 1_000_003 + expert_ids[0]
     generator = seeded_generator(group_seed)
     flats = torch.stack([flat_view.init_flat(generator) for _ in expert_ids]).to(device)
@@ -132,9 +133,6 @@ def _train_group(settings: ExpertSettings, flat_view: FlatParams, expert_ids: li
     accuracy = torch.empty(count, settings.epochs)
     num_images = len(images)
     batch_size = min(settings.batch_size, num_images)
-    step_gradients = ExpertStep(flat_view, settings.precision, settings.channels_last,
-                                vectorized={"auto": None, "vmap": True, "loop": False}[settings.stacking],
-                                compiled=settings.compile)
     for epoch in range(settings.epochs):
         order = torch.stack([torch.randperm(num_images, generator=generator) for _ in expert_ids]).to(device)
         draws = _epoch_draws(augment, count, num_images, batch_size, images.shape[-1], generator, device)
@@ -201,6 +199,10 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     train = tuple(t.to(device) for t in dataset.tensors("train"))
     test = tuple(t.to(device) for t in dataset.tensors("test"))
     augment = DiffAugment(strategy=settings.augment)
+    # One step object for every group: a compiled step is compiled once, not once a group.
+    step_gradients = ExpertStep(flat_view, settings.precision, settings.channels_last,
+                                vectorized={"auto": None, "vmap": True, "loop": False}[settings.stacking],
+                                compiled=settings.compile)
     groups = [list(range(g, min(g + settings.parallel, settings.num_experts))) for g in range(0, settings.num_experts, settings.parallel)]
     progress = tqdm(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
                     desc="experts (expert-epochs)", unit="ep", disable=distributed.progress_disabled())
@@ -210,7 +212,7 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
         entries = []
         if expert_ids is not None:
             started = time.perf_counter()
-            trajectory, accuracy = _train_group(settings, flat_view, expert_ids, train, test, augment, progress)
+            trajectory, accuracy = _train_group(settings, step_gradients, expert_ids, train, test, augment, progress)
             seconds = time.perf_counter() - started
             # A line per group, so that a log (no progress bar off a terminal) shows the speed of an unfinished run.
             tqdm.write(f"experts {expert_ids[0]}-{expert_ids[-1]}: {settings.epochs} epochs in {seconds:.1f} s, "
