@@ -8,6 +8,8 @@
 #   bench/gpu_results.sh speed GPU           # distill_speed --precision bf16, experts_profile, then experts_speed
 #                                            # (once cifar10-all-zca is prepared) with the fastest profiled setup
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
+#   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair on two GPUs: compiled experts on A, then STM
+#                                            # there and MTT with the full-data baseline on B
 #   bench/gpu_results.sh status              # what has finished, and each log's last line
 #   bench/gpu_results.sh collect OUT_DIR [RUN_GLOB]   # results and logs, and each run, as archives
 #
@@ -61,8 +63,9 @@ cifar_run() {  # ipc method
   local -A lr_init=([1]=0.01 [10]=0.01 [50]=0.001) iterations=([1]=500 [10]=500 [50]=300)
   local baselines=()
   [ "$method" = stm ] && baselines=(random class_average)
-  [ "$method" = mtt ] && [ "$ipc" = 1 ] && baselines=(full)
-  python3 "$HERE/pipeline.py" --dataset cifar10-zca --num-experts 20 --expert-epochs 50 --expert-batch 256 --ipc "$ipc" --methods "$method" \
+  [ "$method" = mtt ] && [ "$ipc" = "${FULL_WITH_IPC:-1}" ] && baselines=(full)
+  python3 "$HERE/pipeline.py" --dataset cifar10-zca --num-experts 20 --expert-epochs 50 --expert-batch 256 $EXPERT_FLAGS \
+    --ipc "$ipc" --methods "$method" \
     --syn-steps "${steps[$ipc]}" --match-epochs "$match" --max-start-epoch "${start[$ipc]}" --lr-img "${lr_img[$ipc]}" \
     --lr-init "${lr_init[$ipc]}" --iterations "${iterations[$ipc]}" --eval-every 100 --num-eval 5 --eval-epochs 1000 \
     --baselines "${baselines[@]}" --out "$RESULTS/cifar10_ipc${ipc}_${method}.json"
@@ -73,13 +76,23 @@ cifar_experts_ready() {
 }
 
 case "${1:-}" in
+  cifar50)
+    prepare="python3 -m galaxy_distill data prepare cifar10 --root ${CIFAR_ROOT:?set CIFAR_ROOT} --zca --name cifar10-zca"
+    export -f cifar_run cifar_experts_ready
+    export RESULTS LOGS HERE EXPERT_FLAGS=--expert-compile FULL_WITH_IPC=50
+    background cifar10_experts "${2:?usage: $0 cifar50 GPU_A GPU_B}" bash -c "$prepare && python3 $HERE/pipeline.py \
+      --dataset cifar10-zca --num-experts 20 --expert-epochs 50 --expert-batch 256 $EXPERT_FLAGS --experts-only \
+      --out $RESULTS/cifar10_experts.json"
+    background cifar10_ipc50_stm "$2" bash -c "cifar_experts_ready && cifar_run 50 stm"
+    background cifar10_ipc50_mtt "${3:?usage: $0 cifar50 GPU_A GPU_B}" bash -c "cifar_experts_ready && cifar_run 50 mtt"
+    ;;
   cifar)
     # The timed experts train on all 50,000 training images, as in MTT; the distillation runs hold out 5,000 for validation.
     prepare="python3 -m galaxy_distill data prepare cifar10 --root ${CIFAR_ROOT:?set CIFAR_ROOT} --zca"
     background experts_speed 0 bash -c "$prepare --val-fraction 0 --name cifar10-all-zca && python3 $HERE/experts_speed.py \
       --dataset cifar10-all-zca --num-experts 100 --epochs 50 --parallel 25 --out $RESULTS/experts_speed.json"
     export -f cifar_run cifar_experts_ready
-    export RESULTS LOGS HERE
+    export RESULTS LOGS HERE EXPERT_FLAGS=
     background cifar10_experts 3 bash -c "$prepare --name cifar10-zca && python3 $HERE/pipeline.py --dataset cifar10-zca \
       --num-experts 20 --expert-epochs 50 --expert-batch 256 --experts-only --out $RESULTS/cifar10_experts.json"
     for job in "1 stm 3" "1 mtt 3" "10 stm 3" "10 mtt 3" "50 stm 1" "50 mtt 3"; do
@@ -133,7 +146,7 @@ case "${1:-}" in
     ls -la "$out"
     ;;
   *)
-    echo "usage: $0 cifar|galaxy NAME [GPU IPC...]|prepare-cifar|speed GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
+    echo "usage: $0 cifar|cifar50 GPU_A GPU_B|galaxy NAME [GPU IPC...]|prepare-cifar|speed GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
     exit 2
     ;;
 esac
