@@ -40,7 +40,7 @@ from galaxy_distill.distill.checkpoint import (
 )
 from galaxy_distill.distill.matching import InnerLoop, MatchingGradients
 from galaxy_distill.distill.schedule import FixedSchedule, SelfAdaptiveSchedule
-from galaxy_distill.distill.settings import DistillSettings
+from galaxy_distill.distill.settings import STEP_SIZE_RANGE, DistillSettings
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts.store import ExpertStore
 from galaxy_distill.models.functional import FlatParams
@@ -55,7 +55,6 @@ from galaxy_distill.store import (
 )
 
 SYNTHETIC_FILE = "synthetic.safetensors"
-STEP_SIZE_RANGE = (1e-6, 10.0)
 MAX_STEP_SIZE_RATIO = 2.0
 """A learned step size changing by more than this factor in one iteration is a jump, not learning."""
 MAX_ABS_PIXEL = 1e3
@@ -167,9 +166,6 @@ class _RollbackPoint:
 
 
 def check_compatibility(settings: DistillSettings, dataset: PreparedDataset, store: ExpertStore) -> None:
-    low, high = STEP_SIZE_RANGE
-    if not low <= settings.lr_init <= high:
-        raise GalaxyDistillError(f"lr_init {settings.lr_init:g} is outside the sane step-size range [{low:g}, {high:g}]")
     expected = store.manifest["dataset"]["images_sha256"]
     if dataset.meta["images_sha256"] != expected:
         raise GalaxyDistillError(
@@ -414,11 +410,28 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     return DistillResult(run_dir, iteration, best["val_accuracy"], best["iteration"], synthetic_path, elapsed)
 
 
+def check_synthetic(where: Path, images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
+                    dataset: PreparedDataset) -> None:
+    """That a synthetic set (from load_synthetic) fits `dataset`: its classes, image shape and label range."""
+    if class_names and class_names != dataset.class_names:
+        raise GalaxyDistillError(f"{where}: synthetic set has classes {class_names}, dataset has {dataset.class_names}")
+    if tuple(images.shape[1:]) != dataset.image_shape:
+        raise GalaxyDistillError(f"{where}: synthetic images are {list(images.shape[1:])} (C, H, W), "
+                                 f"dataset '{dataset.name}' has {list(dataset.image_shape)}")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < dataset.num_classes:
+        raise GalaxyDistillError(f"{where}: synthetic labels must lie in 0..{dataset.num_classes - 1}")
+
+
+def synthetic_file(path: Path) -> Path:
+    """The synthetic set's file: `path` itself, or synthetic.safetensors in it when it is a run directory."""
+    return path / SYNTHETIC_FILE if path.is_dir() else path
+
+
 def load_synthetic(path: Path) -> tuple[torch.Tensor, torch.Tensor, float, list[str]]:
     """(images, labels, learned step size, class names) from a run directory or synthetic.safetensors, checked."""
     from safetensors import SafetensorError, safe_open
 
-    file = path / SYNTHETIC_FILE if path.is_dir() else path
+    file = synthetic_file(path)
     if not file.is_file():
         raise GalaxyDistillError(f"{file}: no synthetic set here; run `galaxy-distill distill` first")
     try:

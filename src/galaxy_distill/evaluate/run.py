@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from galaxy_distill import distributed
 from galaxy_distill.config import workspace_dir
 from galaxy_distill.data.registry import PreparedDataset
-from galaxy_distill.distill.run import SYNTHETIC_FILE, load_synthetic
+from galaxy_distill.distill.run import check_synthetic, load_synthetic, synthetic_file
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.evaluate.baselines import BASELINES, baseline_set
 from galaxy_distill.evaluate.settings import EvaluateSettings
@@ -146,17 +146,6 @@ class _CandidateLog:
         self.partial.record(f"{self.prefix}/{index}", accuracies, seconds)
 
 
-def _check_synthetic(where: Path, images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
-                     dataset: PreparedDataset) -> None:
-    if class_names and class_names != dataset.class_names:
-        raise GalaxyDistillError(f"{where}: synthetic set has classes {class_names}, dataset has {dataset.class_names}")
-    if tuple(images.shape[1:]) != dataset.image_shape:
-        raise GalaxyDistillError(f"{where}: synthetic images are {list(images.shape[1:])} (C, H, W), "
-                                 f"dataset '{dataset.name}' has {list(dataset.image_shape)}")
-    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < dataset.num_classes:
-        raise GalaxyDistillError(f"{where}: synthetic labels must lie in 0..{dataset.num_classes - 1}")
-
-
 def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: dict[str, Any] | None = None,
              output: Path | None = None) -> list[dict[str, Any]]:
     """Evaluate the run's synthetic set (if any) and the requested baselines on every architecture."""
@@ -170,8 +159,8 @@ def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: di
                                    "dataset_sha256": dataset.meta["images_sha256"], "run_model": run_model}
     if settings.run is not None:
         images, labels, step_size, class_names = load_synthetic(settings.run)
-        _check_synthetic(settings.run, images, labels, class_names, dataset)
-        fingerprint["synthetic_sha256"] = sha256_file(settings.run / SYNTHETIC_FILE if settings.run.is_dir() else settings.run)
+        check_synthetic(settings.run, images, labels, class_names, dataset)
+        fingerprint["synthetic_sha256"] = sha256_file(synthetic_file(settings.run))
         ipc = ipc or int(len(labels) // dataset.num_classes)
         method = run_description(settings.run).get("method", "distilled")
         candidates.append((method, images, labels, settings.lr or step_size, "validation"))

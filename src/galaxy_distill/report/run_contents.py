@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from galaxy_distill.data.registry import PreparedDataset, load_prepared
-from galaxy_distill.distill.run import load_synthetic
+from galaxy_distill.distill.run import check_synthetic, load_synthetic
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts.store import ExpertStore
 from galaxy_distill.store import read_json
@@ -121,13 +121,7 @@ def load_run(run_dir: Path) -> RunContents:
         raise GalaxyDistillError(f"{settings_path}: expected the run's settings with a 'dataset' entry")
     images, labels, step_size, class_names = load_synthetic(run_dir)
     dataset = load_prepared(settings["dataset"])
-    if class_names and class_names != dataset.class_names:
-        raise GalaxyDistillError(
-            f"{run_dir}: synthetic set has classes {class_names} but dataset '{settings['dataset']}' has {dataset.class_names}")
-    if tuple(images.shape[1:]) != dataset.image_shape:
-        raise GalaxyDistillError(
-            f"{run_dir}: synthetic images are {tuple(images.shape[1:])} but dataset '{settings['dataset']}' has "
-            f"{dataset.image_shape} (channels, height, width)")
+    check_synthetic(run_dir, images, labels, class_names, dataset)
     store, store_problem = _open_store(settings.get("experts"))
     if store is not None and store.model_spec.num_classes != dataset.num_classes:
         store, store_problem = None, f"{store.directory}: experts classify {store.model_spec.num_classes} classes, not {dataset.num_classes}"
