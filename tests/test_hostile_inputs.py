@@ -358,7 +358,7 @@ CASES = [
     # Distillation runs.
     Case("distill resume with every checkpoint damaged", "runs", damaged_checkpoints, "no intact checkpoint to resume from"),
     Case("distill lr_init outside the sane range", "runs", lambda s: distill_args(s.workspace().experts, "--lr-init", "50"),
-         "outside the sane step-size range"),
+         "lr_init: Input should be less than or equal to 10"),
     Case("distill ipc above the class size", "runs", lambda s: distill_args(s.workspace().experts, "--ipc", "500"),
          "fewer than ipc=500"),
     # Synthetic sets given to `evaluate`.

@@ -9,6 +9,9 @@ from pydantic import Field
 
 from galaxy_distill.config import Settings
 
+# Learned student step sizes outside this range mean a diverging or frozen student, at the start or later.
+STEP_SIZE_RANGE = (1e-6, 10.0)
+
 
 class DistillSettings(Settings):
     dataset: str
@@ -29,7 +32,8 @@ class DistillSettings(Settings):
     init: Literal["real", "noise"] = "real"
     lr_img: float = Field(100.0, gt=0)
     momentum_img: float = Field(0.5, ge=0, lt=1)
-    lr_init: float = Field(0.01, gt=0)
+    lr_init: float = Field(0.01, ge=STEP_SIZE_RANGE[0], le=STEP_SIZE_RANGE[1],
+                           description="the learned student step size's starting value (MTT's lr_teacher)")
     lr_lr: float = Field(0.01, ge=0)
     lr_per_stage: bool = False
     augment: str = "color_crop_cutout_flip_scale_rotate"
