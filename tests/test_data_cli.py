@@ -51,6 +51,20 @@ def test_prepare_show_and_list_gz1(workspace: Path) -> None:
     assert "prepared in" in invoke("data", "list") and "gz1-sdss" in invoke("data", "list").splitlines()[-1]
 
 
+def test_a_dataset_of_another_format_version_says_so_before_naming_missing_keys(workspace: Path) -> None:
+    from galaxy_distill.data import load_prepared
+    from galaxy_distill.errors import GalaxyDistillError
+
+    directory = workspace / "datasets" / "old"
+    directory.mkdir(parents=True)
+    (directory / "meta.json").write_text('{"format_version": 0, "name": "old"}')
+    with pytest.raises(GalaxyDistillError, match="format version 0 is not 1; prepare it again"):
+        load_prepared("old")
+    (directory / "meta.json").write_text('{"name": "old"}')
+    with pytest.raises(GalaxyDistillError, match="missing key.*format_version"):
+        load_prepared("old")
+
+
 def test_prepare_gz2_from_a_hart16_layout(tmp_path: Path, workspace: Path) -> None:
     root = make_hart16_root(tmp_path / "gz2", standard_catalogue())
     output = invoke("data", "prepare", "gz2", "--root", str(root), "--per-class", "5", "--size", "16",

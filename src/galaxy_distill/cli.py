@@ -34,14 +34,13 @@ NprocOption = Annotated[int, typer.Option("--nproc", min=1, help=(
 @data_app.command("list")
 def data_list() -> None:
     """List the datasets galaxy-distill knows and the ones prepared in the workspace."""
-    from galaxy_distill.config import workspace_dir
     from galaxy_distill.data import DATASETS
-    from galaxy_distill.data.registry import prepared_names
+    from galaxy_distill.data.registry import datasets_root, prepared_names
 
     for spec in DATASETS.values():
         typer.echo(f"{spec.name:10s} {spec.description}")
     names = prepared_names()
-    typer.echo(f"\nprepared in {workspace_dir() / 'datasets'}: {', '.join(names) if names else 'none'}")
+    typer.echo(f"\nprepared in {datasets_root()}: {', '.join(names) if names else 'none'}")
 
 
 @data_app.command("prepare")

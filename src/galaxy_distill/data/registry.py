@@ -185,14 +185,19 @@ def channel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarra
     return mean / 255.0, np.sqrt(variance) / 255.0 + 1e-6
 
 
+def datasets_root() -> Path:
+    """Where prepared datasets live: the workspace's datasets/ folder."""
+    return workspace_dir() / "datasets"
+
+
 def prepared_names() -> list[str]:
     """Names of the datasets prepared in the workspace."""
-    root = workspace_dir() / "datasets"
+    root = datasets_root()
     return sorted(p.name for p in root.iterdir() if (p / META_FILE).is_file()) if root.is_dir() else []
 
 
 def dataset_dir(name: str) -> Path:
-    return workspace_dir() / "datasets" / name
+    return datasets_root() / name
 
 
 def prepare(settings: PrepareSettings, out_dir: Path | None = None, force: bool = False) -> PreparedDataset:
@@ -286,9 +291,8 @@ def resolve_dataset_dir(name_or_path: str | Path) -> Path:
     named = dataset_dir(str(name_or_path))
     if (named / META_FILE).is_file():
         return named
-    prepared_root = workspace_dir() / "datasets"
     available = prepared_names()
-    hint = f"prepared: {', '.join(available)}" if available else f"nothing prepared yet in {prepared_root}"
+    hint = f"prepared: {', '.join(available)}" if available else f"nothing prepared yet in {datasets_root()}"
     raise GalaxyDistillError(
         f"dataset '{name_or_path}' is not prepared ({hint}); run `galaxy-distill data prepare {name_or_path}` first"
     )
@@ -299,10 +303,11 @@ def load_prepared(name_or_path: str | Path) -> PreparedDataset:
     meta = read_json(directory / META_FILE)
     if not isinstance(meta, dict):
         raise GalaxyDistillError(f"{directory / META_FILE}: expected a JSON object")
+    # The version first: another version's meta.json may lack keys of this one, and its version is the real reason.
+    if "format_version" in meta and meta["format_version"] != FORMAT_VERSION:
+        raise GalaxyDistillError(f"{directory / META_FILE}: format version {meta['format_version']} is not {FORMAT_VERSION}; prepare it again")
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
         raise GalaxyDistillError(f"{directory / META_FILE}: missing key(s) {', '.join(missing)}; prepare the dataset again")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise GalaxyDistillError(f"{directory / META_FILE}: format version {meta.get('format_version')} is not {FORMAT_VERSION}; prepare it again")
     arrays = load_arrays(directory / IMAGES_FILE, expected_sha256=meta.get("images_sha256"))
     return PreparedDataset(directory, meta, arrays)
