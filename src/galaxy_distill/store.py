@@ -120,6 +120,11 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def file_matches(path: str | Path, expected_sha256: str) -> bool:
+    """Whether the file exists and has this SHA-256 (an intact output of an earlier run)."""
+    return Path(path).is_file() and sha256_file(path) == expected_sha256
+
+
 def _sorted_metadata(data: bytes) -> bytes:
     """The same safetensors file with its metadata in key order.
 

@@ -126,6 +126,10 @@ class DiffAugment:
     def ops(self) -> tuple[str, ...]:
         return parse_strategy(self.strategy)
 
+    def cutout_size(self, image_size: int) -> int:
+        """Side in pixels of the cutout square on images of `image_size` px."""
+        return int(image_size * self.cutout_ratio + 0.5)
+
     def draw(self, num_images: int, image_size: int, generator: torch.Generator, device: torch.device | str) -> AugmentDraw:
         """Parameters of one call (a one-step draw)."""
         return self.draw_many(1, num_images, image_size, generator, device)
@@ -160,8 +164,7 @@ class DiffAugment:
         device = torch.device(device)
         if device.type == "cuda" and params.device.type == "cpu":
             params = params.pin_memory()
-        cutout_size = int(image_size * self.cutout_ratio + 0.5)
-        return AugmentDraw(step_ops, params.to(device, non_blocking=True), image_size, cutout_size)
+        return AugmentDraw(step_ops, params.to(device, non_blocking=True), image_size, self.cutout_size(image_size))
 
     def apply(self, images: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
         """Augment `images` [N, C, H, W] with a one-step draw for N images of H = W px."""
@@ -188,7 +191,7 @@ class DiffAugment:
     def _fill_image_params(self, out: torch.Tensor, uniforms: torch.Tensor, image_size: int) -> None:
         """Per-image parameters (the first eleven columns) from uniforms in [0, 1), written into `out`."""
         shift = int(image_size * self.crop_ratio + 0.5)
-        cutout_size = int(image_size * self.cutout_ratio + 0.5)
+        cutout_size = self.cutout_size(image_size)
         # MTT's cutout centres range over [0, size) for odd sides and [0, size] for even ones.
         cutout_centres = image_size + 1 - cutout_size % 2
         inverse_scale = 1.0 / self.scale_ratio

@@ -16,10 +16,10 @@ import torch
 
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.store import (
+    file_matches,
     load_tensors,
     read_json,
     save_tensors,
-    sha256_file,
     write_json,
 )
 
@@ -75,8 +75,7 @@ def _intact_meta(json_path: Path) -> dict[str, Any] | None:
         meta = _read_meta(json_path)
     except GalaxyDistillError:
         return None
-    tensor_path = json_path.parent / meta["tensors_file"]
-    return meta if tensor_path.is_file() and sha256_file(tensor_path) == meta["tensors_sha256"] else None
+    return meta if file_matches(json_path.parent / meta["tensors_file"], meta["tensors_sha256"]) else None
 
 
 def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

@@ -131,7 +131,7 @@ class InnerLoop:
         return self.shard.sum(total)
 
     def _one_step_draw(self, ops: tuple[str, ...], params: torch.Tensor, image_size: int) -> AugmentDraw:
-        return AugmentDraw((ops,), params.unsqueeze(0), image_size, int(image_size * self.augment.cutout_ratio + 0.5))
+        return AugmentDraw((ops,), params.unsqueeze(0), image_size, self.augment.cutout_size(image_size))
 
     def _forward_step(self, ops: tuple[str, ...], images: torch.Tensor, labels: torch.Tensor, theta: torch.Tensor,
                       indices: torch.Tensor, params: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

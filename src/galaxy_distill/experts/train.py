@@ -33,10 +33,10 @@ from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.models.spec import ModelSpec
 from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator
 from galaxy_distill.store import (
+    file_matches,
     read_json,
     remove_interrupted_writes,
     save_tensors,
-    sha256_file,
     write_json,
 )
 
@@ -243,7 +243,7 @@ def _intact_experts(out_dir: Path, entries: list[dict[str, Any]]) -> list[dict[s
     intact = []
     for entry in entries:
         path = out_dir / entry["file"]
-        if path.is_file() and sha256_file(path) == entry["sha256"]:
+        if file_matches(path, entry["sha256"]):
             intact.append(entry)
         elif distributed.is_main():
             tqdm.write(f"warning: {path}: missing or corrupt (checksum mismatch); training expert {entry['id']} again",
