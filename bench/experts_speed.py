@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--num-experts", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--parallel", type=int, default=25)
-    parser.add_argument("--stacking", choices=["auto", "vmap", "loop"], default="auto")
+    parser.add_argument("--stacking", choices=["loop", "vmap"], default="loop")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")

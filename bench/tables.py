@@ -154,7 +154,9 @@ def experts_table(paths: list[Path]) -> str:
         experts = stage.get("experts_done", settings["num_experts"])
         done = "" if stage.get("finished", True) else f" (of {settings['num_experts']}: unfinished)"
         per_expert_epoch = stage["wall_s"] / (experts * settings["epochs"])
-        step = (f"{settings.get('stacking', 'auto')}, {settings.get('precision', 'fp32')}"
+        # Records from before "loop" became the default say "auto" or nothing: that meant vmap on the GPUs they ran on.
+        stacking = {"auto": "vmap"}.get(settings.get("stacking", "auto"), settings.get("stacking"))
+        step = (f"{stacking}, {settings.get('precision', 'fp32')}"
                 f"{', compiled' if settings.get('compile') else ''}{', channels-last' if settings.get('channels_last') else ''}")
         lines.append(f"| {record['dataset']} | {experts}{done} x {settings['epochs']} | {settings['batch_size']} | "
                      f"{settings['parallel']} | {step} | {stage['wall_s']:.1f} | {per_expert_epoch:.3f} | "

@@ -23,9 +23,9 @@ class ExpertSettings(Settings):
     batch_size: int = Field(256, ge=1)
     augment: str = "color_crop_cutout_flip_scale_rotate"
     parallel: int = Field(10, ge=1, description="experts trained at once as one stacked parameter tensor")
-    stacking: Literal["auto", "vmap", "loop"] = Field(
-        "auto", description="how a step runs the stacked experts: vmap (one launch per layer for all of them, as grouped "
-        "convolutions) or loop (one ordinary network after another); auto: vmap on GPUs, loop on CPUs")
+    stacking: Literal["loop", "vmap"] = Field(
+        "loop", description="how a step runs the stacked experts: loop (one ordinary network after another) or vmap (one "
+        "launch per layer for all of them, as grouped convolutions; slower on an H200 and on CPUs, see docs/performance.md)")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="arithmetic of the expert steps: bf16 runs forward and backward under bfloat16 autocast "
         "(parameters, their updates and the loss stay float32)")
@@ -40,5 +40,5 @@ class ExpertSettings(Settings):
     @model_validator(mode="after")
     def _compile_runs_a_loop(self) -> ExpertSettings:
         if self.compile and self.stacking == "vmap":
-            raise ValueError("compile runs the experts one after another: use stacking loop or auto with it")
+            raise ValueError("compile runs the experts one after another: use stacking loop with it")
         return self

@@ -63,8 +63,8 @@ def batched_accuracy(flat_view: FlatParams, flats: torch.Tensor, images: torch.T
 class ExpertStep:
     """Gradients [E, P] of each stacked expert's mean cross-entropy on its own batch, and the summed loss.
 
-    Images [E, B, C, H, W], labels [E, B]. `vectorized`: one vmap call for all experts (None: on
-    GPUs) or one network after another. `compiled`: one network's loss goes through
+    Images [E, B, C, H, W], labels [E, B]. `vectorized`: one vmap call for all experts instead of
+    one network after another. `compiled`: one network's loss goes through
     torch.compile (run one after another), which fuses the memory-bound normalisation, ReLU
     and pooling work that dominates a ConvNet step on a GPU. Under "bf16" the networks run in
     bfloat16 autocast while the stacked parameters, gradients and loss stay float32 (an expert
@@ -74,12 +74,12 @@ class ExpertStep:
     flat_view: FlatParams
     precision: str = "fp32"
     channels_last: bool = False
-    vectorized: bool | None = None
+    vectorized: bool = False
     compiled: bool = False
 
     def __post_init__(self) -> None:
         if self.compiled and self.vectorized:
-            raise GalaxyDistillError("compiled expert steps run the experts one after another; use stacking loop or auto")
+            raise GalaxyDistillError("compiled expert steps run the experts one after another; use stacking loop")
         self._network_loss = torch.compile(self._one_network_loss) if self.compiled else self._one_network_loss
 
     def _one_network_loss(self, flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -92,8 +92,7 @@ class ExpertStep:
         if self.channels_last:
             # Each expert's [B, C, H, W] slice in NHWC order.
             images = images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-        vectorized = flats.device.type != "cpu" if self.vectorized is None else self.vectorized
-        if vectorized and not self.compiled:
+        if self.vectorized:
             with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 logits = self.flat_view.batched_forward(flats, images, vectorized=True)
             loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum")
@@ -201,7 +200,7 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     augment = DiffAugment(strategy=settings.augment)
     # One step object for every group: a compiled step is compiled once, not once a group.
     step_gradients = ExpertStep(flat_view, settings.precision, settings.channels_last,
-                                vectorized={"auto": None, "vmap": True, "loop": False}[settings.stacking],
+                                vectorized=settings.stacking == "vmap",
                                 compiled=settings.compile)
     groups = [list(range(g, min(g + settings.parallel, settings.num_experts))) for g in range(0, settings.num_experts, settings.parallel)]
     progress = tqdm(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
