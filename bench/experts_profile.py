@@ -1,6 +1,6 @@
 """Milliseconds per expert training step for each way of running the stacked experts (for choosing the defaults).
 
-    python bench/experts_profile.py --experts 10 25 50 [--compiled] --out bench/results/experts_profile.json
+    python bench/experts_profile.py --experts 10 25 50 [--compiled] [--kernels 12] --out bench/results/experts_profile.json
 
 One step as `galaxy_distill.experts.train` takes it: E ConvNets (CIFAR-10 shape: 3 x 32 x 32,
 10 classes, depth 3, width 128, instance norm) each on its own batch, forward, cross-entropy,
@@ -53,12 +53,30 @@ def median_ms(step, warmup: int, timed: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
+def top_kernels(step, device: torch.device, count: int) -> list[dict]:
+    """The `count` operators with the most device time (CUDA, or CPU without a GPU) over 3 steps, ms per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
+    with profile(activities=activities) as profiler:
+        for _ in range(3):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    attribute = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(profiler.key_averages(), key=lambda event: getattr(event, attribute), reverse=True)
+    return [{"name": event.key[:120], "ms_per_step": getattr(event, attribute) / 1000 / 3, "calls_per_step": event.count / 3}
+            for event in events[:count]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experts", type=int, nargs="+", default=[25])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--timed", type=int, default=10)
     parser.add_argument("--compiled", action="store_true", help="also time torch.compile'd steps (a minute to compile each)")
+    parser.add_argument("--kernels", type=int, default=0, metavar="N",
+                        help="also record each way's N most time-consuming operators (torch.profiler, 3 steps)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS / "experts_profile.json")
     args = parser.parse_args()
@@ -105,6 +123,8 @@ def main() -> None:
                    "augment_ms": augment_ms, "draw_ms_per_step": draw_ms, "ms_per_expert_step": per_expert,
                    "projected_min_100x50": None if per_expert is None else per_expert * EXPERTS * EPOCHS * steps_per_epoch / 60_000,
                    "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+            if args.kernels and step_ms is not None:
+                row["top_kernels"] = top_kernels(step, device, args.kernels)
             rows.append(row)
             print(f"E={experts:3d} {row['stacking']:4s} {precision} channels_last={channels_last!s:5s} compile={compiled!s:5s} "
                   f"step {step_ms if step_ms is None else round(step_ms, 2)} ms + augment {augment_ms:.2f} + draw "

@@ -7,6 +7,7 @@
 #   bench/gpu_results.sh galaxy simzoo-128 GPU IPC...   # the same on one GPU for the IPCs named only
 #   bench/gpu_results.sh speed GPU           # distill_speed --precision bf16, experts_profile, then experts_speed
 #                                            # (once cifar10-all-zca is prepared) with the fastest profiled setup
+#   bench/gpu_results.sh kernels GPU         # the expert-step profile with each way's top GPU kernels
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair on two GPUs: compiled experts on A, then STM
 #                                            # there and MTT with the full-data baseline on B
@@ -114,6 +115,10 @@ case "${1:-}" in
     background prepare_cifar 0 python3 -m galaxy_distill data prepare cifar10 --root "${CIFAR_ROOT:?set CIFAR_ROOT}" --zca \
       --val-fraction 0 --name cifar10-all-zca
     ;;
+  kernels)
+    background kernels "${2:?usage: $0 kernels GPU}" python3 "$HERE/experts_profile.py" --experts 10 --compiled --kernels 15 \
+      --out "$RESULTS/experts_kernels.json"
+    ;;
   speed)  # GPU: alone on that GPU, one after another, so that no timing shares it
     ready="until [ -f $WS/datasets/cifar10-all-zca/meta.json ]; do sleep 5; done"
     background speed "${2:?usage: $0 speed GPU}" bash -c "python3 $HERE/distill_speed.py --precision bf16 \
@@ -146,7 +151,7 @@ case "${1:-}" in
     ls -la "$out"
     ;;
   *)
-    echo "usage: $0 cifar|cifar50 GPU_A GPU_B|galaxy NAME [GPU IPC...]|prepare-cifar|speed GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
+    echo "usage: $0 cifar|cifar50 GPU_A GPU_B|galaxy NAME [GPU IPC...]|prepare-cifar|kernels GPU|speed GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
     exit 2
     ;;
 esac
