@@ -1,12 +1,13 @@
 """Milliseconds per expert training step for each way of running the stacked experts (for choosing the defaults).
 
-    python bench/experts_profile.py --experts 10 25 50 [--compiled] [--kernels 12] --out bench/results/experts_profile.json
+    python bench/experts_profile.py --experts 10 25 50 [--compile-modes default ...] [--kernels 12] \
+        --out bench/results/experts_profile.json
 
 One step as `galaxy_distill.experts.train` takes it: E ConvNets (CIFAR-10 shape: 3 x 32 x 32,
 10 classes, depth 3, width 128, instance norm) each on its own batch, forward, cross-entropy,
 gradients w.r.t. the stacked parameters, SGD update. Every combination of stacking (vmap,
-loop), precision (fp32, bf16) and channels-last is timed, and with --compiled the compiled loop
-at both precisions, (3 warm-up, `--timed` timed steps,
+loop), precision (fp32, bf16) and channels-last is timed, and with --compile-modes the compiled
+loop at both precisions in each mode, (3 warm-up, `--timed` timed steps,
 median) on random images; augmentation (one epoch's draw, then its per-step application) is
 timed apart. The projection scales the median to 100 experts x 50 epochs of 50,000 images.
 """
@@ -74,7 +75,9 @@ def main() -> None:
     parser.add_argument("--experts", type=int, nargs="+", default=[25])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--timed", type=int, default=10)
-    parser.add_argument("--compiled", action="store_true", help="also time torch.compile'd steps (a minute to compile each)")
+    parser.add_argument("--compile-modes", nargs="+", default=[], metavar="MODE",
+                        help="also time compiled steps in these torch.compile modes (a minute or more to compile each): "
+                        "default (what --compile trains with), reduce-overhead, max-autotune-no-cudagraphs, ...")
     parser.add_argument("--kernels", type=int, default=0, metavar="N",
                         help="also record each way's N most time-consuming operators (torch.profiler, 3 steps)")
     parser.add_argument("--device", default="auto")
@@ -100,12 +103,13 @@ def main() -> None:
         augment_ms = median_ms(augmentation, 3, args.timed, device)
         draw_ms = median_ms(lambda: _epoch_draws(augment, experts, steps_per_epoch * args.batch, args.batch, 32, generator,
                                                  device), 1, 3, device) / steps_per_epoch
-        ways = [(vectorized, precision, channels_last, False)
+        ways = [(vectorized, precision, channels_last, None)
                 for vectorized, precision, channels_last in itertools.product((True, False), ("fp32", "bf16"), (False, True))]
-        ways += [(False, precision, False, True) for precision in ("fp32", "bf16")] if args.compiled else []
-        for vectorized, precision, channels_last, compiled in ways:
+        ways += [(False, precision, False, mode) for precision in ("fp32", "bf16") for mode in args.compile_modes]
+        for vectorized, precision, channels_last, compile_mode in ways:
+            compiled = compile_mode is not None
             state = {"flats": flats.clone()}
-            expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compiled)
+            expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compiled, compile_mode or "default")
 
             def step() -> None:
                 gradient, _ = expert_step(state["flats"], images, labels)
@@ -119,14 +123,15 @@ def main() -> None:
                 step_ms = None
             per_expert = None if step_ms is None else (step_ms + augment_ms + draw_ms) / experts
             row = {"experts": experts, "batch": args.batch, "stacking": "vmap" if vectorized else "loop",
-                   "precision": precision, "channels_last": channels_last, "compile": compiled, "step_ms": step_ms,
+                   "precision": precision, "channels_last": channels_last, "compile": compiled,
+                   "compile_mode": compile_mode, "step_ms": step_ms,
                    "augment_ms": augment_ms, "draw_ms_per_step": draw_ms, "ms_per_expert_step": per_expert,
                    "projected_min_100x50": None if per_expert is None else per_expert * EXPERTS * EPOCHS * steps_per_epoch / 60_000,
                    "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
             if args.kernels and step_ms is not None:
                 row["top_kernels"] = top_kernels(step, device, args.kernels)
             rows.append(row)
-            print(f"E={experts:3d} {row['stacking']:4s} {precision} channels_last={channels_last!s:5s} compile={compiled!s:5s} "
+            print(f"E={experts:3d} {row['stacking']:4s} {precision} channels_last={channels_last!s:5s} compile={compile_mode or 'no'} "
                   f"step {step_ms if step_ms is None else round(step_ms, 2)} ms + augment {augment_ms:.2f} + draw "
                   f"{draw_ms:.2f} ms -> {per_expert if per_expert is None else round(per_expert, 3)} ms/expert-step, "
                   f"100x50 projected {row['projected_min_100x50'] if per_expert is None else round(row['projected_min_100x50'], 1)} min",

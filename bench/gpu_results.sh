@@ -116,13 +116,14 @@ case "${1:-}" in
       --val-fraction 0 --name cifar10-all-zca
     ;;
   kernels)
-    background kernels "${2:?usage: $0 kernels GPU}" python3 "$HERE/experts_profile.py" --experts 10 --compiled --kernels 15 \
+    background kernels "${2:?usage: $0 kernels GPU}" python3 "$HERE/experts_profile.py" --experts 10 --kernels 15 \
+      --compile-modes default reduce-overhead max-autotune-no-cudagraphs \
       --out "$RESULTS/experts_kernels.json"
     ;;
   speed)  # GPU: alone on that GPU, one after another, so that no timing shares it
     ready="until [ -f $WS/datasets/cifar10-all-zca/meta.json ]; do sleep 5; done"
     background speed "${2:?usage: $0 speed GPU}" bash -c "python3 $HERE/distill_speed.py --precision bf16 \
-      --out $RESULTS/distill_speed_bf16.json; python3 $HERE/experts_profile.py --experts 10 50 --compiled \
+      --out $RESULTS/distill_speed_bf16.json; python3 $HERE/experts_profile.py --experts 10 50 --compile-modes default \
       --out $RESULTS/experts_profile.json; $ready; python3 $HERE/experts_speed.py --dataset cifar10-all-zca \
       --num-experts 100 --epochs 50 --fastest-of $RESULTS/experts_profile.json --out $RESULTS/experts_speed.json"
     ;;

@@ -169,12 +169,12 @@ def profile_table(path: Path) -> str:
     """bench/experts_profile.py: milliseconds per expert step for each way of running the stacked experts."""
     record = json.loads(path.read_text())
     lines = [f"`{path.name}` — {record.get('gpu')}, torch {record.get('torch')}, revision {record.get('git_revision', 'unknown')[:7]}",
-             "", ("| experts at once | stacking | precision | channels-last | compiled | step ms | augmentation ms | "
+             "", ("| experts at once | stacking | precision | channels-last | compiled (mode) | step ms | augmentation ms | "
                   "ms per expert-step | 100 x 50 projected (min) | peak GiB |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in sorted(record["rows"], key=lambda row: (row["experts"], row["ms_per_expert_step"] or float("inf"))):
         lines.append(f"| {row['experts']} | {row['stacking']} | {row['precision']} | {'yes' if row['channels_last'] else 'no'} | "
-                     f"{'yes' if row.get('compile') else 'no'} | {_fmt(row['step_ms'], 1)} | "
+                     f"{row.get('compile_mode') or ('default' if row.get('compile') else 'no')} | {_fmt(row['step_ms'], 1)} | "
                      f"{row['augment_ms'] + row['draw_ms_per_step']:.2f} | {_fmt(row['ms_per_expert_step'])} | "
                      f"{_fmt(row['projected_min_100x50'], 1)} | {_fmt(row['peak_mem_gib'], 2)} |")
     return "\n".join(lines)

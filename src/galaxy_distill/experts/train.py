@@ -76,11 +76,14 @@ class ExpertStep:
     channels_last: bool = False
     vectorized: bool = False
     compiled: bool = False
+    compile_mode: str = "default"
+    """torch.compile's mode when compiled ("default", "reduce-overhead" adds CUDA graphs, "max-autotune"...)."""
 
     def __post_init__(self) -> None:
         if self.compiled and self.vectorized:
             raise GalaxyDistillError("compiled expert steps run the experts one after another; use stacking loop")
-        self._network_loss = torch.compile(self._one_network_loss) if self.compiled else self._one_network_loss
+        self._network_loss = (torch.compile(self._one_network_loss, mode=self.compile_mode) if self.compiled
+                              else self._one_network_loss)
 
     def _one_network_loss(self, flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
