@@ -60,7 +60,7 @@ def main() -> None:
         memory = [c for c in cases if c["section"] == "out of memory"]
         kills = [c for c in crash if "kill -9 #" in c["case"]]
         injected = sum(c.get("injected", 0) for c in faults)
-        detected = sum(c.get("detected", 0) for c in faults if "detected" in c)
+        detected = sum(c.get("detected", 0) for c in faults)
         outcomes = Counter(c.get("exit_code") for c in hostile)
         by_group = Counter(c["group"] for c in hostile)
 

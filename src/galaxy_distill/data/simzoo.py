@@ -370,8 +370,9 @@ def _total_magnitudes(p: Mapping[str, Any]) -> dict[str, float]:
     """g and i magnitudes of the whole galaxy, from its r magnitude and its components' shares and colours."""
     flux = {"g": 0.0, "i": 0.0}
     for share, g_r, r_i in light_shares(p).values():
-        for band, value in _band_flux(share, g_r, r_i).items():
-            flux[band] = flux.get(band, 0.0) + value
+        component = _band_flux(share, g_r, r_i)
+        for band in flux:
+            flux[band] += component[band]
     return {"g_mag": p["r_mag"] - 2.5 * math.log10(flux["g"]), "i_mag": p["r_mag"] - 2.5 * math.log10(flux["i"])}
 
 

@@ -185,9 +185,12 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
             raise GalaxyDistillError(
                 f"{manifest_path}: these experts were trained on other images than '{dataset.name}' holds now; use another --out"
             )
+        # Rank 0 alone cleans the store and checks every file; the others take its verdict.
+        intact = None
         if distributed.is_main():
             remove_interrupted_writes(out_dir)
-        manifest["experts"] = _intact_experts(out_dir, manifest["experts"])
+            intact = _intact_experts(out_dir, manifest["experts"])
+        manifest["experts"] = distributed.all_gather(intact)[0]
     else:
         manifest = {
             "settings": resolved,
@@ -247,7 +250,7 @@ def _intact_experts(out_dir: Path, entries: list[dict[str, Any]]) -> list[dict[s
         path = out_dir / entry["file"]
         if file_matches(path, entry["sha256"]):
             intact.append(entry)
-        elif distributed.is_main():
+        else:
             tqdm.write(f"warning: {path}: missing or corrupt (checksum mismatch); training expert {entry['id']} again",
                        file=sys.stderr)
     return intact
