@@ -10,8 +10,22 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 
 from galaxy_distill.store import atomic_write_bytes  # noqa: E402
+
+
+def show_image(axis: Axes, picture: np.ndarray | None, title: str = "", colour: str = "black") -> None:
+    """One uint8 HWC image (grey if one channel) in `axis`, pixels unsmoothed, without ticks or frame."""
+    axis.set_xticks([])
+    axis.set_yticks([])
+    for spine in axis.spines.values():
+        spine.set_visible(False)
+    if picture is not None:
+        axis.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture,
+                    cmap="gray" if picture.shape[-1] == 1 else None, interpolation="nearest")
+    if title:
+        axis.set_title(title, fontsize=7, color=colour)
 
 
 def class_grid_png(
@@ -26,15 +40,7 @@ def class_grid_png(
     for row, name in enumerate(class_names):
         members = np.flatnonzero(labels == row)[:columns]
         for column in range(columns):
-            axis = axes[row, column]
-            axis.set_xticks([])
-            axis.set_yticks([])
-            for spine in axis.spines.values():
-                spine.set_visible(False)
-            if column < len(members):
-                picture = images[members[column]]
-                axis.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture,
-                            cmap="gray" if picture.shape[-1] == 1 else None, interpolation="nearest")
+            show_image(axes[row, column], images[members[column]] if column < len(members) else None)
         axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     if title:
         figure.suptitle(title, fontsize=10)

@@ -16,10 +16,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
+
+from galaxy_distill.data.preview import show_image
 
 DPI = 100
 CELL = 1.25
@@ -42,18 +43,6 @@ def png_bytes(figure: Figure) -> bytes:
     figure.savefig(buffer, format="png", dpi=DPI)
     plt.close(figure)
     return buffer.getvalue()
-
-
-def _show(axis: Axes, picture: np.ndarray | None, title: str = "", colour: str = "black") -> None:
-    axis.set_xticks([])
-    axis.set_yticks([])
-    for spine in axis.spines.values():
-        spine.set_visible(False)
-    if picture is not None:
-        axis.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture,
-                    cmap="gray" if picture.shape[-1] == 1 else None, interpolation="nearest")
-    if title:
-        axis.set_title(title, fontsize=7, color=colour)
 
 
 def prototype_grid(images: np.ndarray, labels: np.ndarray, class_names: list[str], per_class: int, title: str) -> Figure:
@@ -235,15 +224,15 @@ def neighbours_figure(class_name: str, prototypes: Sequence[np.ndarray], by_feat
     figure, axes = plt.subplots(len(prototypes), columns, figsize=(cell * columns, (cell + 0.35) * len(prototypes) + 0.4),
                                 squeeze=False)
     for row, prototype in enumerate(prototypes):
-        _show(axes[row, 0], prototype, f"prototype {row + 1}")
+        show_image(axes[row, 0], prototype, f"prototype {row + 1}")
         column = 1
         for space, neighbours in groups:
-            _show(axes[row, column], None)
+            show_image(axes[row, column], None)
             axes[row, column].text(0.5, 0.5, f"nearest\nin {space}\n→", ha="center", va="center", fontsize=8,
                                    transform=axes[row, column].transAxes)
             column += 1
             for neighbour in neighbours[row]:
-                _show(axes[row, column], neighbour.image, f"{neighbour.class_name}\nd={neighbour.distance:.3f}",
+                show_image(axes[row, column], neighbour.image, f"{neighbour.class_name}\nd={neighbour.distance:.3f}",
                       SAME_CLASS_COLOUR if neighbour.same_class else OTHER_CLASS_COLOUR)
                 column += 1
     figure.suptitle(class_name, fontsize=10)
@@ -267,17 +256,17 @@ def saliency_figure(class_name: str, prototypes: Sequence[Explained], real: Sequ
     figure, axes = plt.subplots(rows, 7, figsize=(cell * 6.25, (cell + 0.1) * rows + 0.6), squeeze=False,
                                 gridspec_kw={"width_ratios": [1, 1, 1, 0.25, 1, 1, 1]})
     for row in range(rows):
-        _show(axes[row, 3], None)
+        show_image(axes[row, 3], None)
         for offset, items in ((0, prototypes), (4, real)):
             if row >= len(items):
                 for column in range(3):
-                    _show(axes[row, offset + column], None)
+                    show_image(axes[row, offset + column], None)
                 continue
             item = items[row]
-            _show(axes[row, offset], item.image, f"{item.caption}\np({class_name})={item.probability:.2f}")
-            _show(axes[row, offset + 1], item.image, "Grad-CAM" if item.grad_cam.max() > 0 else "Grad-CAM: no positive evidence")
+            show_image(axes[row, offset], item.image, f"{item.caption}\np({class_name})={item.probability:.2f}")
+            show_image(axes[row, offset + 1], item.image, "Grad-CAM" if item.grad_cam.max() > 0 else "Grad-CAM: no positive evidence")
             axes[row, offset + 1].imshow(item.grad_cam, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="nearest")
-            _show(axes[row, offset + 2], None, "SmoothGrad")
+            show_image(axes[row, offset + 2], None, "SmoothGrad")
             axes[row, offset + 2].imshow(item.smooth_grad, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
     figure.suptitle(f"{class_name}: prototypes (left) and real test images (right)", fontsize=10)
     figure.tight_layout()
