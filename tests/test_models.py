@@ -135,14 +135,12 @@ def test_batched_forward_equals_a_loop_for_own_and_shared_batches() -> None:
     flats = torch.stack([flat_params.init_flat(generator) for _ in range(4)])
     own = torch.randn(4, 6, 3, 16, 16, generator=generator)
     shared = own[0]
-    for vectorized in (None, True, False):
-        torch.testing.assert_close(
-            flat_params.batched_forward(flats, own, vectorized),
-            torch.stack([flat_params.forward(f, x) for f, x in zip(flats, own, strict=True)]),
-        )
-        torch.testing.assert_close(
-            flat_params.batched_forward(flats, shared, vectorized), torch.stack([flat_params.forward(f, shared) for f in flats])
-        )
+    torch.testing.assert_close(
+        flat_params.batched_forward(flats, own), torch.stack([flat_params.forward(f, x) for f, x in zip(flats, own, strict=True)])
+    )
+    torch.testing.assert_close(
+        flat_params.batched_forward(flats, shared), torch.stack([flat_params.forward(f, shared) for f in flats])
+    )
 
 
 def unrolled_loss(flat_params: FlatParams, start: torch.Tensor, synthetic: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -96,9 +96,7 @@ class ExpertStep:
             # Each expert's [B, C, H, W] slice in NHWC order.
             images = images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
         if self.vectorized:
-            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                logits = self.flat_view.batched_forward(flats, images, vectorized=True)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum")
+            loss = torch.func.vmap(self._network_loss)(flats, images, labels).sum()
         else:
             loss = sum(self._network_loss(flat, x, y) for flat, x, y in zip(flats, images, labels, strict=True))
         loss = loss / labels.shape[1]
