@@ -233,7 +233,7 @@ def neighbours_figure(class_name: str, prototypes: Sequence[np.ndarray], by_feat
             column += 1
             for neighbour in neighbours[row]:
                 show_image(axes[row, column], neighbour.image, f"{neighbour.class_name}\nd={neighbour.distance:.3f}",
-                      SAME_CLASS_COLOUR if neighbour.same_class else OTHER_CLASS_COLOUR)
+                           SAME_CLASS_COLOUR if neighbour.same_class else OTHER_CLASS_COLOUR)
                 column += 1
     figure.suptitle(class_name, fontsize=10)
     figure.tight_layout()
