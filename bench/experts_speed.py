@@ -4,8 +4,9 @@
     python bench/experts_speed.py --dataset cifar10 --num-experts 100 --epochs 50 --parallel 25 [--precision bf16 ...]
 
 Experts train `--parallel` at a time as stacked parameters (ExpertSettings: one network after
-another by default, or one vmap call; `--compile` compiles the step). Augmentation: DSA "color_crop_cutout_flip_scale_rotate" in MTT's single mode. The JSON
-reports wall time and the experts' final test accuracy mean ± std.
+another by default, or one vmap call; `--compile` compiles the step). Augmentation: DSA
+"color_crop_cutout_flip_scale_rotate" in MTT's single mode. The JSON reports wall time and the
+experts' final test accuracy mean ± std.
 """
 
 from __future__ import annotations
