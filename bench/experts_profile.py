@@ -107,9 +107,8 @@ def main() -> None:
                 for vectorized, precision, channels_last in itertools.product((True, False), ("fp32", "bf16"), (False, True))]
         ways += [(False, precision, False, mode) for precision in ("fp32", "bf16") for mode in args.compile_modes]
         for vectorized, precision, channels_last, compile_mode in ways:
-            compiled = compile_mode is not None
             state = {"flats": flats.clone()}
-            expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compiled, compile_mode or "default")
+            expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compile_mode)
 
             def step() -> None:
                 gradient, _ = expert_step(state["flats"], images, labels)
@@ -123,7 +122,7 @@ def main() -> None:
                 step_ms = None
             per_expert = None if step_ms is None else (step_ms + augment_ms + draw_ms) / experts
             row = {"experts": experts, "batch": args.batch, "stacking": "vmap" if vectorized else "loop",
-                   "precision": precision, "channels_last": channels_last, "compile": compiled,
+                   "precision": precision, "channels_last": channels_last, "compile": compile_mode is not None,
                    "compile_mode": compile_mode, "step_ms": step_ms,
                    "augment_ms": augment_ms, "draw_ms_per_step": draw_ms, "ms_per_expert_step": per_expert,
                    "projected_min_100x50": None if per_expert is None else per_expert * EXPERTS * EPOCHS * steps_per_epoch / 60_000,

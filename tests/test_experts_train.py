@@ -65,13 +65,13 @@ CAN_COMPILE_ON_CPU = (shutil.which("g++") or shutil.which("c++")) and (Path(sysc
 def test_compiled_expert_steps_give_the_eager_gradients():
     flat_view, flats, images, labels = stacked_problem()
     eager, eager_loss = ExpertStep(flat_view)(flats, images, labels)
-    compiled = ExpertStep(flat_view, compiled=True)
+    compiled = ExpertStep(flat_view, compile_mode="default")
     for _ in range(2):  # the second call replays the compiled graph
         gradient, loss = compiled(flats, images, labels)
         torch.testing.assert_close(gradient, eager, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(loss, eager_loss)
     with pytest.raises(GalaxyDistillError, match="one after another"):
-        ExpertStep(flat_view, vectorized=True, compiled=True)
+        ExpertStep(flat_view, vectorized=True, compile_mode="default")
     with pytest.raises(ValueError, match="one after another"):
         ExpertSettings(dataset="d", compile=True, stacking="vmap")
 

@@ -64,9 +64,9 @@ class ExpertStep:
     """Gradients [E, P] of each stacked expert's mean cross-entropy on its own batch, and the summed loss.
 
     Images [E, B, C, H, W], labels [E, B]. `vectorized`: one vmap call for all experts instead of
-    one network after another. `compiled`: one network's loss goes through
-    torch.compile (run one after another), which fuses the memory-bound normalisation, ReLU
-    and pooling work that dominates a ConvNet step on a GPU. Under "bf16" the networks run in
+    one network after another. `compile_mode`: one network's loss goes through torch.compile in
+    that mode (networks run one after another; None: not compiled), which fuses the memory-bound
+    normalisation, ReLU and pooling work that dominates a ConvNet step on a GPU. Under "bf16" the networks run in
     bfloat16 autocast while the stacked parameters, gradients and loss stay float32 (an expert
     needs no bit-exact gradient, only a faithful trajectory of its own training).
     """
@@ -75,15 +75,14 @@ class ExpertStep:
     precision: str = "fp32"
     channels_last: bool = False
     vectorized: bool = False
-    compiled: bool = False
-    compile_mode: str = "default"
-    """torch.compile's mode when compiled ("default", "reduce-overhead" adds CUDA graphs, "max-autotune"...)."""
+    compile_mode: str | None = None
+    """torch.compile's mode ("default", "reduce-overhead" adds CUDA graphs, "max-autotune"...), None for eager."""
 
     def __post_init__(self) -> None:
-        if self.compiled and self.vectorized:
+        if self.compile_mode is not None and self.vectorized:
             raise GalaxyDistillError("compiled expert steps run the experts one after another; use stacking loop")
-        self._network_loss = (torch.compile(self._one_network_loss, mode=self.compile_mode) if self.compiled
-                              else self._one_network_loss)
+        self._network_loss = (self._one_network_loss if self.compile_mode is None
+                              else torch.compile(self._one_network_loss, mode=self.compile_mode))
 
     def _one_network_loss(self, flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
@@ -205,7 +204,7 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     # One step object for every group: a compiled step is compiled once, not once a group.
     step_gradients = ExpertStep(flat_view, settings.precision, settings.channels_last,
                                 vectorized=settings.stacking == "vmap",
-                                compiled=settings.compile)
+                                compile_mode="default" if settings.compile else None)
     groups = [list(range(g, min(g + settings.parallel, settings.num_experts))) for g in range(0, settings.num_experts, settings.parallel)]
     progress = tqdm(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
                     desc="experts (expert-epochs)", unit="ep", disable=distributed.progress_disabled())
