@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU runs behind docs/results.md (galaxies and CIFAR-10: experts -> MTT/STM -> evaluation)
-# and docs/performance.md (expert-training speed), laid out for one 4-GPU machine.
+# and docs/performance.md (expert-training speed). `cifar` and `galaxy` without a GPU are laid out for one
+# 4-GPU machine (below); the modes that take GPU numbers fit any machine.
 #
 #   bench/gpu_results.sh cifar      # CIFAR-10 (standard layout under $CIFAR_ROOT): prepare, then start
 #   bench/gpu_results.sh galaxy gz1-128      # a prepared 128-px galaxy set (gz1-128 or simzoo-128): start
@@ -28,6 +29,7 @@ RESULTS=$WS/results
 LOGS=$WS/logs
 mkdir -p "$RESULTS" "$LOGS"
 export OMP_NUM_THREADS=4
+export RESULTS LOGS HERE CIFAR_EXPERTS="--num-experts 20 --expert-epochs 50 --expert-batch 256"
 
 background() {  # name gpu command...: run detached from this call, logging to $LOGS/name.log
   local name=$1 gpu=$2
@@ -65,45 +67,47 @@ cifar_run() {  # ipc method
   local baselines=()
   [ "$method" = stm ] && baselines=(random class_average)
   [ "$method" = mtt ] && [ "$ipc" = "${FULL_WITH_IPC:-1}" ] && baselines=(full)
-  python3 "$HERE/pipeline.py" --dataset cifar10-zca --num-experts 20 --expert-epochs 50 --expert-batch 256 $EXPERT_FLAGS \
-    --ipc "$ipc" --methods "$method" \
+  python3 "$HERE/pipeline.py" --dataset cifar10-zca $CIFAR_EXPERTS --ipc "$ipc" --methods "$method" \
     --syn-steps "${steps[$ipc]}" --match-epochs "$match" --max-start-epoch "${start[$ipc]}" --lr-img "${lr_img[$ipc]}" \
     --lr-init "${lr_init[$ipc]}" --iterations "${iterations[$ipc]}" --eval-every 100 --num-eval 5 --eval-epochs 1000 \
     --baselines "${baselines[@]}" --out "$RESULTS/cifar10_ipc${ipc}_${method}.json"
+}
+
+cifar_prepare() {  # NAME [ARGS...]: CIFAR-10 from $CIFAR_ROOT, standardised and ZCA-whitened, as MTT
+  python3 -m galaxy_distill data prepare cifar10 --root "${CIFAR_ROOT:?set CIFAR_ROOT}" --zca --name "$@"
+}
+
+cifar_experts() {  # the experts that every CIFAR-10 distillation here shares
+  cifar_prepare cifar10-zca && python3 "$HERE/pipeline.py" --dataset cifar10-zca $CIFAR_EXPERTS --experts-only \
+    --out "$RESULTS/cifar10_experts.json"
 }
 
 cifar_experts_ready() {
   until [ -f "$RESULTS/cifar10_experts.json" ]; do sleep 5; done
 }
 
+export -f cifar_run cifar_prepare cifar_experts cifar_experts_ready galaxy_chain
+
 case "${1:-}" in
   cifar50)
-    prepare="python3 -m galaxy_distill data prepare cifar10 --root ${CIFAR_ROOT:?set CIFAR_ROOT} --zca --name cifar10-zca"
-    export -f cifar_run cifar_experts_ready
-    export RESULTS LOGS HERE EXPERT_FLAGS=--expert-compile FULL_WITH_IPC=50
-    background cifar10_experts "${2:?usage: $0 cifar50 GPU_A GPU_B}" bash -c "$prepare && python3 $HERE/pipeline.py \
-      --dataset cifar10-zca --num-experts 20 --expert-epochs 50 --expert-batch 256 $EXPERT_FLAGS --experts-only \
-      --out $RESULTS/cifar10_experts.json"
+    : "${CIFAR_ROOT:?set CIFAR_ROOT}"
+    export CIFAR_EXPERTS="$CIFAR_EXPERTS --expert-compile" FULL_WITH_IPC=50
+    background cifar10_experts "${2:?usage: $0 cifar50 GPU_A GPU_B}" bash -c cifar_experts
     background cifar10_ipc50_stm "$2" bash -c "cifar_experts_ready && cifar_run 50 stm"
     background cifar10_ipc50_mtt "${3:?usage: $0 cifar50 GPU_A GPU_B}" bash -c "cifar_experts_ready && cifar_run 50 mtt"
     ;;
   cifar)
+    : "${CIFAR_ROOT:?set CIFAR_ROOT}"
     # The timed experts train on all 50,000 training images, as in MTT; the distillation runs hold out 5,000 for validation.
-    prepare="python3 -m galaxy_distill data prepare cifar10 --root ${CIFAR_ROOT:?set CIFAR_ROOT} --zca"
-    background experts_speed 0 bash -c "$prepare --val-fraction 0 --name cifar10-all-zca && python3 $HERE/experts_speed.py \
+    background experts_speed 0 bash -c "cifar_prepare cifar10-all-zca --val-fraction 0 && python3 $HERE/experts_speed.py \
       --dataset cifar10-all-zca --num-experts 100 --epochs 50 --parallel 25 --out $RESULTS/experts_speed.json"
-    export -f cifar_run cifar_experts_ready
-    export RESULTS LOGS HERE EXPERT_FLAGS=
-    background cifar10_experts 3 bash -c "$prepare --name cifar10-zca && python3 $HERE/pipeline.py --dataset cifar10-zca \
-      --num-experts 20 --expert-epochs 50 --expert-batch 256 --experts-only --out $RESULTS/cifar10_experts.json"
+    background cifar10_experts 3 bash -c cifar_experts
     for job in "1 stm 3" "1 mtt 3" "10 stm 3" "10 mtt 3" "50 stm 1" "50 mtt 3"; do
       set -- $job
       background "cifar10_ipc$1_$2" "$3" bash -c "cifar_experts_ready && cifar_run $1 $2"
     done
     ;;
   galaxy)  # gz1-128 on GPU 1 or simzoo-128 on GPU 2: expert batch and epochs keep an expert epoch near syn_steps steps
-    export -f galaxy_chain
-    export RESULTS LOGS HERE
     case "${2:-}" in
       gz1-128) args=(64 15) gpu=1 ;;
       simzoo-128) args=(32 20) gpu=2 ;;
@@ -112,8 +116,8 @@ case "${1:-}" in
     background "$2" "${3:-$gpu}" bash -c "galaxy_chain $2 ${args[*]} ${*:4}"
     ;;
   prepare-cifar)
-    background prepare_cifar 0 python3 -m galaxy_distill data prepare cifar10 --root "${CIFAR_ROOT:?set CIFAR_ROOT}" --zca \
-      --val-fraction 0 --name cifar10-all-zca
+    : "${CIFAR_ROOT:?set CIFAR_ROOT}"
+    background prepare_cifar 0 bash -c "cifar_prepare cifar10-all-zca --val-fraction 0"
     ;;
   kernels)
     background kernels "${2:?usage: $0 kernels GPU}" python3 "$HERE/experts_profile.py" --experts 10 --kernels 15 \
