@@ -23,11 +23,16 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _header(*columns: str) -> list[str]:
+    """A markdown table's heading row and the separator row under it."""
+    return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+
+
 def results_table(path: Path) -> str:
     record = json.loads(path.read_text())
     lines = [f"`{path.name}` — {record.get('gpu') or 'CPU'}, torch {record.get('torch')}, revision {record.get('git_revision')}",
-             "", "| dataset | px | IPC | method | architecture | accuracy % (mean ± std) | n | selection | wall s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "", *_header("dataset", "px", "IPC", "method", "architecture", "accuracy % (mean ± std)", "n", "selection",
+                          "wall s")]
     for entry in record["results"]:
         ipc = "all" if entry["ipc"] is None else entry["ipc"]
         wall = entry.get("distill_wall_s", 0.0) + entry["wall_s"]
@@ -43,8 +48,8 @@ def results_table(path: Path) -> str:
 def speed_table(path: Path) -> str:
     record = json.loads(path.read_text())
     lines = [f"`{path.name}` — {record.get('gpu')}, torch {record.get('torch')}, CUDA graphs {record.get('cuda_graphs', False)}",
-             "", "| config | ours s/it | reference s/it | speed-up | ours peak GiB | reference peak GiB | memory ratio | chunk | precision | "
-             "revision |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "", *_header("config", "ours s/it", "reference s/it", "speed-up", "ours peak GiB", "reference peak GiB",
+                          "memory ratio", "chunk", "precision", "revision")]
     for row in record["configs"]:
         lines.append(f"| {row['name']} | {_fmt(row.get('s_per_iter'))} | {_fmt(row.get('reference_s_per_iter'))} | "
                      f"{_fmt(row.get('speedup'), 2)}x | {_fmt(row.get('peak_mem_gib'), 2)} | "
@@ -58,7 +63,7 @@ def distributed_table(path: Path) -> str:
     record = json.loads(path.read_text())
     lines = [(f"`{path.name}` — {record.get('gpu_count')} x {record.get('gpu')}, torch {record.get('torch')}, "
               f"revision {record.get('git_revision')}"), "",
-             f"| work | 1 process | {record['processes']} processes | speed-up |", "| --- | --- | --- | --- |"]
+             *_header("work", "1 process", f"{record['processes']} processes", "speed-up")]
     for row in record["distill"]:
         lines.append(f"| distill {row['name']} (s/iteration) | {row['one']['s_per_iter']:.3f} | {row['many']['s_per_iter']:.3f} | "
                      f"{row['speedup']:.2f}x |")
@@ -98,8 +103,8 @@ def summary_table(paths: list[Path]) -> str:
         if stage and stage.get("best_on_test") is not None:
             row[f"{entry['method']}_best"] = f"{100 * stage['best_on_test']:.1f}"
             row[f"{entry['method']}_iterations"] = str(stage["iterations"])
-    lines = [("| dataset | IPC | STM | MTT | random real | class average | full data | STM best-on-test | MTT best-on-test | "
-              "iterations (STM / MTT) |"), "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = _header("dataset", "IPC", "STM", "MTT", "random real", "class average", "full data", "STM best-on-test",
+                    "MTT best-on-test", "iterations (STM / MTT)")
     for (dataset, ipc), row in sorted(cells.items()):
         lines.append(f"| {dataset} | {ipc} | {row.get('stm', '—')} | {row.get('mtt', '—')} | {row.get('random', '—')} | "
                      f"{row.get('class_average', '—')} | {_accuracy(full.get(dataset))} | {row.get('stm_best', '—')} | "
@@ -115,7 +120,7 @@ def crossarch_table(paths: list[Path]) -> str:
         cells[(entry["dataset"], entry["ipc"], entry["method"])][entry["architecture"]] = _accuracy(entry)
         if entry["architecture"] not in architectures:
             architectures.append(entry["architecture"])
-    lines = ["| dataset | IPC | set | " + " | ".join(architectures) + " |", "|" + " --- |" * (3 + len(architectures))]
+    lines = _header("dataset", "IPC", "set", *architectures)
     for (dataset, ipc, method), row in sorted(cells.items(), key=lambda item: (item[0][0], item[0][1] or 10**9, item[0][2])):
         lines.append(f"| {dataset} | {'all' if ipc is None else ipc} | {method} | "
                      + " | ".join(row.get(name, "—") for name in architectures) + " |")
@@ -124,8 +129,8 @@ def crossarch_table(paths: list[Path]) -> str:
 
 def inrun_table(run_dirs: list[Path]) -> str:
     """The checkpoint evaluations a distillation run made as it went (its own small protocol), from metrics.csv."""
-    lines = [("| run | iterations done / planned | evaluated at | validation % | test % at best validation | best test % | "
-              "networks x epochs |"), "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = _header("run", "iterations done / planned", "evaluated at", "validation %", "test % at best validation",
+                    "best test %", "networks x epochs")
     for run in run_dirs:
         settings = json.loads((run / "settings.json").read_text())
         with (run / "metrics.csv").open() as handle:
@@ -144,9 +149,8 @@ def inrun_table(run_dirs: list[Path]) -> str:
 def experts_table(paths: list[Path]) -> str:
     """Expert-training wall time, per expert-epoch and projected to 100 x 50: from the pipeline's experts stage
     or from bench/experts_speed.py (whose record of an unfinished run counts the experts done so far)."""
-    lines = [("| dataset | experts x epochs | batch | trained at once | step | wall s | s per expert-epoch | "
-              "100 x 50 at this rate (min) | final test accuracy % | GPU |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = _header("dataset", "experts x epochs", "batch", "trained at once", "step", "wall s", "s per expert-epoch",
+                    "100 x 50 at this rate (min)", "final test accuracy %", "GPU")
     for path in paths:
         record = json.loads(path.read_text())
         stage = record["stages"]["experts"] if "stages" in record else record
@@ -169,9 +173,8 @@ def profile_table(path: Path) -> str:
     """bench/experts_profile.py: milliseconds per expert step for each way of running the stacked experts."""
     record = json.loads(path.read_text())
     lines = [f"`{path.name}` — {record.get('gpu')}, torch {record.get('torch')}, revision {record.get('git_revision', 'unknown')[:7]}",
-             "", ("| experts at once | stacking | precision | channels-last | compiled (mode) | step ms | augmentation ms | "
-                  "ms per expert-step | 100 x 50 projected (min) | peak GiB |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "", *_header("experts at once", "stacking", "precision", "channels-last", "compiled (mode)", "step ms",
+                          "augmentation ms", "ms per expert-step", "100 x 50 projected (min)", "peak GiB")]
     for row in sorted(record["rows"], key=lambda row: (row["experts"], row["ms_per_expert_step"] or float("inf"))):
         lines.append(f"| {row['experts']} | {row['stacking']} | {row['precision']} | {'yes' if row['channels_last'] else 'no'} | "
                      f"{row.get('compile_mode') or ('default' if row.get('compile') else 'no')} | {_fmt(row['step_ms'], 1)} | "
