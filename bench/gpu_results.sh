@@ -10,8 +10,8 @@
 #                                            # (once cifar10-all-zca is prepared) with the fastest profiled setup
 #   bench/gpu_results.sh kernels GPU         # the expert-step profile with each way's top GPU kernels
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
-#   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair on two GPUs: compiled experts on A, then STM
-#                                            # there and MTT with the full-data baseline on B
+#   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
+#                                            # with the full-data baseline on B (A = B on a one-GPU machine)
 #   bench/gpu_results.sh status              # what has finished, and each log's last line
 #   bench/gpu_results.sh collect OUT_DIR [RUN_GLOB]   # results and logs, and each run, as archives
 #
@@ -29,7 +29,8 @@ RESULTS=$WS/results
 LOGS=$WS/logs
 mkdir -p "$RESULTS" "$LOGS"
 export OMP_NUM_THREADS=4
-export RESULTS LOGS HERE CIFAR_EXPERTS="--num-experts 20 --expert-epochs 50 --expert-batch 256"
+# CIFAR_EXPERTS may be set by the caller: a one-GPU session fits fewer experts.
+export RESULTS LOGS HERE CIFAR_EXPERTS=${CIFAR_EXPERTS:-"--num-experts 20 --expert-epochs 50 --expert-batch 256"}
 
 background() {  # name gpu command...: run detached from this call, logging to $LOGS/name.log
   local name=$1 gpu=$2
