@@ -6,6 +6,7 @@
     python bench/tables.py summary bench/results/results-2026-11-28/*ipc*.json     # one row per dataset and IPC
     python bench/tables.py crossarch bench/results/results-2026-11-28/gz1*ipc*.json  # ConvNet, ResNet-18, VGG-11
     python bench/tables.py inrun bench/results/results-2026-11-28/runs/*           # checkpoint evaluations in a run
+    python bench/tables.py runs bench/results/results-2026-11-28/*ipc*.json        # wall time and GPU of every run
     python bench/tables.py experts bench/results/results-2026-11-28/*_experts.json  # expert training speed
     python bench/tables.py profile bench/results/results-2026-11-29/experts_profile.json  # ways of running an expert step
 """
@@ -112,6 +113,24 @@ def summary_table(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def runs_table(paths: list[Path]) -> str:
+    """Wall time and hardware of every ConvNet result: its distillation (distilled sets) and its evaluation."""
+    lines = _header("file", "dataset", "IPC", "set", "distillation s", "evaluation s (networks)", "evaluated on",
+                    "distilled on", "revision")
+    for path in paths:
+        record = json.loads(path.read_text())
+        distilled_on = record.get("distilled_with", record)
+        for entry in record["results"]:
+            if entry["architecture"] != "convnet":
+                continue
+            distill_s = _fmt(entry["distill_wall_s"], 0) if "distill_wall_s" in entry else "—"
+            evaluated_on = record["gpu"] if entry.get("device", "cuda").startswith("cuda") else "CPU"
+            lines.append(f"| {path.parent.name}/{path.name} | {entry['dataset']} | {entry['ipc'] or 'all'} | {entry['method']} | "
+                         f"{distill_s} | {_fmt(entry['wall_s'], 0)} ({entry['n_eval']}) | {evaluated_on} | "
+                         f"{distilled_on['gpu'] if 'distill_wall_s' in entry else '—'} | {record['git_revision'][:7]} |")
+    return "\n".join(lines)
+
+
 def crossarch_table(paths: list[Path]) -> str:
     """Each set's accuracy on every architecture it was evaluated on."""
     cells: dict[tuple[str, int | None, str], dict[str, str]] = defaultdict(dict)
@@ -130,20 +149,35 @@ def crossarch_table(paths: list[Path]) -> str:
 def inrun_table(run_dirs: list[Path]) -> str:
     """The checkpoint evaluations a distillation run made as it went (its own small protocol), from metrics.csv."""
     lines = _header("run", "iterations done / planned", "evaluated at", "validation %", "test % at best validation",
-                    "best test %", "networks x epochs")
+                    "best test %", "networks x epochs", f"matching loss, first / last {LOSS_WINDOW} it.", "start epochs drawn")
     for run in run_dirs:
         settings = json.loads((run / "settings.json").read_text())
         with (run / "metrics.csv").open() as handle:
             rows = list(csv.DictReader(handle))
         evaluated = [row for row in rows if row["val_accuracy"]]
         best = max(evaluated, key=lambda row: float(row["val_accuracy"]), default=None)
-        lines.append(
-            f"| {run.name} | {rows[-1]['iteration'] if rows else 0} / {settings['iterations']} | "
-            f"{', '.join(row['iteration'] for row in evaluated) or '—'} | "
-            f"{100 * float(best['val_accuracy']):.1f} (it. {best['iteration']}) | {100 * float(best['test_accuracy']):.1f} | "
-            f"{max(100 * float(row['test_accuracy']) for row in evaluated):.1f} | {settings['eval_nets']} x {settings['eval_epochs']} |"
-            if best else f"| {run.name} | {rows[-1]['iteration'] if rows else 0} / {settings['iterations']} | — | — | — | — | — |")
+        done = f"| {run.name} | {rows[-1]['iteration'] if rows else 0} / {settings['iterations']} | "
+        if best:
+            done += (f"{', '.join(row['iteration'] for row in evaluated)} | "
+                     f"{100 * float(best['val_accuracy']):.1f} (it. {best['iteration']}) | {100 * float(best['test_accuracy']):.1f} | "
+                     f"{max(100 * float(row['test_accuracy']) for row in evaluated):.1f} | {settings['eval_nets']} x {settings['eval_epochs']} | ")
+        else:
+            done += "— | — | — | — | — | "
+        if rows:
+            starts = [int(row["start_epoch"]) for row in rows]
+            done += (f"{_mean_loss(rows[:LOSS_WINDOW]):.3f} / {_mean_loss(rows[-LOSS_WINDOW:]):.3f} | "
+                     f"{min(starts)}-{max(starts)} |")
+        else:
+            done += "— | — |"
+        lines.append(done)
     return "\n".join(lines)
+
+
+LOSS_WINDOW = 50
+
+
+def _mean_loss(rows: list[dict[str, str]]) -> float:
+    return sum(float(row["loss"]) for row in rows) / len(rows)
 
 
 def experts_table(paths: list[Path]) -> str:
@@ -184,10 +218,15 @@ def profile_table(path: Path) -> str:
 
 
 if __name__ == "__main__":
-    kind, *paths = sys.argv[1:]
-    combined = {"summary": summary_table, "crossarch": crossarch_table, "inrun": inrun_table, "experts": experts_table}
+    combined = {"summary": summary_table, "crossarch": crossarch_table, "inrun": inrun_table, "experts": experts_table,
+                "runs": runs_table}
+    per_file = {"results": results_table, "speed": speed_table, "distributed": distributed_table, "profile": profile_table}
+    if len(sys.argv) < 3 or sys.argv[1] not in {**combined, **per_file}:
+        sys.exit(f"usage: tables.py {{{','.join([*combined, *per_file])}}} FILE...\n{__doc__}")
+    kind, paths = sys.argv[1], [Path(p) for p in sys.argv[2:]]
+    if missing := [str(p) for p in paths if not p.exists()]:
+        sys.exit(f"tables.py: no such file: {', '.join(missing)}")
     if kind in combined:
-        print(combined[kind]([Path(p) for p in paths]))
+        print(combined[kind](paths))
     else:
-        render = {"results": results_table, "speed": speed_table, "distributed": distributed_table, "profile": profile_table}[kind]
-        print("\n\n".join(render(Path(p)) for p in paths))
+        print("\n\n".join(per_file[kind](p) for p in paths))

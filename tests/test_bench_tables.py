@@ -40,9 +40,29 @@ def test_inrun_reads_checkpoint_evaluations_and_reports_unfinished_runs(tmp_path
     run = tmp_path / "toy-stm-ipc1"
     run.mkdir()
     (run / "settings.json").write_text(json.dumps({"iterations": 300, "eval_nets": 2, "eval_epochs": 300}))
-    (run / "metrics.csv").write_text("iteration,val_accuracy,test_accuracy\n100,0.5,0.45\n150,,\n200,0.6,0.52\n250,,\n")
+    (run / "metrics.csv").write_text("iteration,loss,start_epoch,val_accuracy,test_accuracy\n"
+                                     "100,0.9,0,0.5,0.45\n150,0.7,1,,\n200,0.6,0,0.6,0.52\n250,0.5,2,,\n")
     row = next(line for line in tables("inrun", str(run)).splitlines() if line.startswith("| toy"))
-    assert row == "| toy-stm-ipc1 | 250 / 300 | 100, 200 | 60.0 (it. 200) | 52.0 | 52.0 | 2 x 300 |"
+    # Fewer rows than the 50-iteration loss window: both means cover all four iterations.
+    assert row == "| toy-stm-ipc1 | 250 / 300 | 100, 200 | 60.0 (it. 200) | 52.0 | 52.0 | 2 x 300 | 0.675 / 0.675 | 0-2 |"
+
+
+def test_runs_gives_each_convnet_result_its_wall_times_and_hardware(tmp_path: Path) -> None:
+    results = [{**entry("stm", 1, "convnet", 0.5, 0.01), "distill_wall_s": 120.4, "device": "cpu"},
+               {**entry("random", 1, "convnet", 0.2, 0.02), "device": "cpu"}, {**entry("stm", 1, "vgg11", 0.9, 0.0)}]
+    record = tmp_path / "stm.json"
+    record.write_text(json.dumps({"results": results, "gpu": None, "git_revision": "0123456789",
+                                  "distilled_with": {"gpu": "NVIDIA H200"}}))
+    rows = [line for line in tables("runs", str(record)).splitlines() if "| toy |" in line]
+    assert rows == [f"| {tmp_path.name}/stm.json | toy | 1 | stm | 120 | 1 (5) | CPU | NVIDIA H200 | 0123456 |",
+                    f"| {tmp_path.name}/stm.json | toy | 1 | random | — | 1 (5) | CPU | — | 0123456 |"]
+
+
+def test_a_missing_file_or_kind_is_a_one_line_error(tmp_path: Path) -> None:
+    missing = subprocess.run([sys.executable, str(TABLES), "summary", str(tmp_path / "nope.json")], capture_output=True, text=True)
+    assert missing.returncode != 0 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+    unknown = subprocess.run([sys.executable, str(TABLES), "bogus", "x"], capture_output=True, text=True)
+    assert unknown.returncode != 0 and "usage" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
 def test_experts_projects_an_unfinished_speed_record_from_the_experts_done(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def test_cap_grows_on_a_clearly_decreasing_probe_loss():
     events = run(schedule, decreasing)
     grows = [e for e in events if e.kind == "grow"]
     assert grows and grows[0].detail["reason"] == "probe loss decreasing"
-    assert grows[0].iteration % 10 == 0 and grows[0].detail["r"] < -5 * grows[0].detail["threshold"]
+    assert grows[0].iteration % 10 == 0 and grows[0].detail["r"] < -5 * grows[0].detail["spread"]
     assert schedule.cap == 1 + len(grows) and schedule.probe_series != decreasing.tolist()
 
 

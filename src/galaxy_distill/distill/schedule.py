@@ -123,7 +123,7 @@ class SelfAdaptiveSchedule:
             spread = 1.0 / math.sqrt(n - 2)
             if r < -self.lambda_decrease * spread or r > self.lambda_increase * spread:
                 events.append(ScheduleEvent(iteration, "grow", {
-                    "from_cap": self.cap, "to_cap": self.cap + 1, "r": r, "threshold": spread, "points": n,
+                    "from_cap": self.cap, "to_cap": self.cap + 1, "r": r, "spread": spread, "points": n,
                     "reason": "probe loss decreasing" if r < 0 else "probe loss rising",
                 }))
                 self.cap += 1
