@@ -20,6 +20,14 @@ from collections import defaultdict
 from pathlib import Path
 
 
+LOSS_WINDOW = 50
+"""Iterations averaged for a run's first and last matching loss in the in-run table."""
+
+
+def _mean_loss(rows: list[dict[str, str]]) -> float:
+    return sum(float(row["loss"]) for row in rows) / len(rows)
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -171,13 +179,6 @@ def inrun_table(run_dirs: list[Path]) -> str:
             done += "— | — |"
         lines.append(done)
     return "\n".join(lines)
-
-
-LOSS_WINDOW = 50
-
-
-def _mean_loss(rows: list[dict[str, str]]) -> float:
-    return sum(float(row["loss"]) for row in rows) / len(rows)
 
 
 def experts_table(paths: list[Path]) -> str:
