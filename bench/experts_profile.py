@@ -6,8 +6,8 @@
 One step as `galaxy_distill.experts.train` takes it: E ConvNets (CIFAR-10 shape: 3 x 32 x 32,
 10 classes, depth 3, width 128, instance norm) each on its own batch, forward, cross-entropy,
 gradients w.r.t. the stacked parameters, SGD update. Every combination of stacking (vmap,
-loop), precision (fp32, bf16) and channels-last is timed, and with --compile-modes the compiled
-loop at both precisions in each mode, (3 warm-up, `--timed` timed steps,
+loop), precision (--precisions) and channels-last is timed, and with --compile-modes the compiled
+loop at each precision and layout in each mode (3 warm-up, `--timed` timed steps,
 median) on random images; augmentation (one epoch's draw, then its per-step application) is
 timed apart. The projection scales the median to 100 experts x 50 epochs of 50,000 images.
 """
@@ -66,7 +66,7 @@ def top_kernels(step, device: torch.device, count: int) -> list[dict]:
             torch.cuda.synchronize(device)
     attribute = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = sorted(profiler.key_averages(), key=lambda event: getattr(event, attribute), reverse=True)
-    return [{"name": event.key[:120], "ms_per_step": getattr(event, attribute) / 1000 / 3, "calls_per_step": event.count / 3}
+    return [{"name": event.key[:160], "ms_per_step": getattr(event, attribute) / 1000 / 3, "calls_per_step": event.count / 3}
             for event in events[:count]]
 
 
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--compile-modes", nargs="+", default=[], metavar="MODE",
                         help="also time compiled steps in these torch.compile modes (a minute or more to compile each): "
                         "default (what --compile trains with), reduce-overhead, max-autotune-no-cudagraphs, ...")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "bf16-full"])
+    parser.add_argument("--compiled-only", action="store_true", help="time only the compiled ways (--compile-modes)")
     parser.add_argument("--kernels", type=int, default=0, metavar="N",
                         help="also record each way's N most time-consuming operators (torch.profiler, 3 steps)")
     parser.add_argument("--device", default="auto")
@@ -103,9 +105,12 @@ def main() -> None:
         augment_ms = median_ms(augmentation, 3, args.timed, device)
         draw_ms = median_ms(lambda: _epoch_draws(augment, experts, steps_per_epoch * args.batch, args.batch, 32, generator,
                                                  device), 1, 3, device) / steps_per_epoch
-        ways = [(vectorized, precision, channels_last, None)
-                for vectorized, precision, channels_last in itertools.product((True, False), ("fp32", "bf16"), (False, True))]
-        ways += [(False, precision, False, mode) for precision in ("fp32", "bf16") for mode in args.compile_modes]
+        layouts = (False, True)
+        ways = [] if args.compiled_only else [
+            (vectorized, precision, channels_last, None)
+            for vectorized, precision, channels_last in itertools.product((True, False), args.precisions, layouts)]
+        ways += [(False, precision, channels_last, mode)
+                 for mode, precision, channels_last in itertools.product(args.compile_modes, args.precisions, layouts)]
         for vectorized, precision, channels_last, compile_mode in ways:
             state = {"flats": flats.clone()}
             expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compile_mode)

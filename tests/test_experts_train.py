@@ -48,11 +48,12 @@ def test_each_expert_gets_the_gradient_of_its_own_batch_alone():
     torch.testing.assert_close(stacked[1:2], alone)
 
 
-def test_bf16_expert_gradients_follow_fp32():
+@pytest.mark.parametrize("precision", ["bf16", "bf16-full"])
+def test_bf16_expert_gradients_follow_fp32(precision):
     """Stated tolerance of bf16 expert steps: cosine >= 0.99 with the fp32 gradient of each expert, loss within 2 %."""
     flat_view, flats, images, labels = stacked_problem()
     exact, exact_loss = ExpertStep(flat_view)(flats, images, labels)
-    approximate, approximate_loss = ExpertStep(flat_view, precision="bf16")(flats, images, labels)
+    approximate, approximate_loss = ExpertStep(flat_view, precision=precision)(flats, images, labels)
     assert approximate.dtype == torch.float32 and approximate_loss.dtype == torch.float32
     assert torch.nn.functional.cosine_similarity(approximate, exact, dim=1).min() >= 0.99
     torch.testing.assert_close(approximate_loss, exact_loss, rtol=2e-2, atol=0)

@@ -67,8 +67,11 @@ class ExpertStep:
     one network after another. `compile_mode`: one network's loss goes through torch.compile in
     that mode (networks run one after another; None: not compiled), which fuses the memory-bound
     normalisation, ReLU and pooling work that dominates a ConvNet step on a GPU. Under "bf16" the networks run in
-    bfloat16 autocast while the stacked parameters, gradients and loss stay float32 (an expert
-    needs no bit-exact gradient, only a faithful trajectory of its own training).
+    bfloat16 autocast (normalisation in float32); under "bf16-full" parameters and images are cast to
+    bfloat16 so that every activation is stored in bf16 (the normalisation's statistics still
+    accumulate in float32 inside its kernel). Either way the stacked parameters, their gradients and
+    the loss stay float32: an expert needs no bit-exact gradient, only a faithful trajectory of its
+    own training.
     """
 
     flat_view: FlatParams
@@ -85,8 +88,12 @@ class ExpertStep:
                               else torch.compile(self._one_network_loss, mode=self.compile_mode))
 
     def _one_network_loss(self, flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            logits = self.flat_view.forward(flat, images)
+        if self.precision == "bf16-full":
+            # The cast's backward hands the float32 master parameters their gradient.
+            logits = self.flat_view.forward(flat.to(torch.bfloat16), images.to(torch.bfloat16))
+        else:
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                logits = self.flat_view.forward(flat, images)
         return F.cross_entropy(logits.float(), labels, reduction="sum")
 
     def __call__(self, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
