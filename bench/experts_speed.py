@@ -24,7 +24,7 @@ from common import RESULTS, environment  # noqa: E402
 
 from galaxy_distill.data import load_prepared  # noqa: E402
 from galaxy_distill.experts import ExpertSettings, train_experts  # noqa: E402
-from galaxy_distill.experts.train import summarize  # noqa: E402
+from galaxy_distill.experts.train import COMPILE_MODE, summarize  # noqa: E402
 from galaxy_distill.store import read_json, write_json  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--parallel", type=int, default=25)
     parser.add_argument("--stacking", choices=["loop", "vmap"], default="loop")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "bf16-full"], default="fp32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--fastest-of", type=Path, metavar="PROFILE_JSON",
@@ -44,9 +44,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "experts_speed.json")
     args = parser.parse_args()
     if args.fastest_of is not None:
-        # Only ways ExpertSettings can train with: compiled in torch.compile's default mode, or not compiled.
+        # Only ways ExpertSettings can train with: compiled in COMPILE_MODE, or not compiled.
         fastest = min((row for row in read_json(args.fastest_of)["rows"] if row["ms_per_expert_step"] is not None
-                       and row.get("compile_mode") in (None, "default")), key=lambda row: row["ms_per_expert_step"])
+                       and row.get("compile_mode") in (None, COMPILE_MODE)), key=lambda row: row["ms_per_expert_step"])
         args.parallel, args.stacking, args.precision, args.channels_last, args.compile = (
             fastest["experts"], fastest["stacking"], fastest["precision"], fastest["channels_last"], fastest["compile"])
         print(f"fastest in {args.fastest_of}: {fastest}", flush=True)

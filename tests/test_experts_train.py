@@ -15,7 +15,7 @@ from galaxy_distill.data.base import PrepareSettings
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts import ExpertSettings, train_experts
-from galaxy_distill.experts.train import ExpertStep, _epoch_draws
+from galaxy_distill.experts.train import COMPILE_MODE, ExpertStep, _epoch_draws
 from galaxy_distill.models.convnet import ConvNet
 from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.store import read_json, write_json
@@ -66,15 +66,45 @@ CAN_COMPILE_ON_CPU = (shutil.which("g++") or shutil.which("c++")) and (Path(sysc
 def test_compiled_expert_steps_give_the_eager_gradients():
     flat_view, flats, images, labels = stacked_problem()
     eager, eager_loss = ExpertStep(flat_view)(flats, images, labels)
-    compiled = ExpertStep(flat_view, compile_mode="default")
+    compiled = ExpertStep(flat_view, compile_mode=COMPILE_MODE)
     for _ in range(2):  # the second call replays the compiled graph
         gradient, loss = compiled(flats, images, labels)
         torch.testing.assert_close(gradient, eager, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(loss, eager_loss)
     with pytest.raises(GalaxyDistillError, match="one after another"):
-        ExpertStep(flat_view, vectorized=True, compile_mode="default")
+        ExpertStep(flat_view, vectorized=True, compile_mode=COMPILE_MODE)
     with pytest.raises(ValueError, match="one after another"):
         ExpertSettings(dataset="d", compile=True, stacking="vmap")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("precision", ["fp32", "bf16-full"])
+def test_cuda_graph_expert_steps_give_the_eager_gradients(precision):
+    """The compiled step replayed as CUDA graphs, at the full and at a shorter (epoch's last) batch, step after step."""
+    flat_view, flats, images, labels = stacked_problem()
+    flat_view = FlatParams(flat_view.module.cuda())
+    flats, images, labels = flats.cuda(), images.cuda(), labels.cuda()
+    eager, compiled = ExpertStep(flat_view, precision), ExpertStep(flat_view, precision, compile_mode=COMPILE_MODE)
+    for batch in (slice(None), slice(None), slice(0, 5), slice(None)):
+        expected, expected_loss = eager(flats, images[:, batch], labels[:, batch])
+        gradient, loss = compiled(flats, images[:, batch], labels[:, batch])
+        if precision == "fp32":
+            torch.testing.assert_close(gradient, expected, rtol=1e-3, atol=1e-5)
+            torch.testing.assert_close(loss, expected_loss, rtol=1e-4, atol=0)
+        else:  # fused kernels round bf16 at other places than eager ones: the bf16 tolerance above
+            assert torch.nn.functional.cosine_similarity(gradient, expected, dim=1).min() >= 0.99
+            torch.testing.assert_close(loss, expected_loss, rtol=2e-2, atol=0)
+        flats = flats - 0.1 * gradient
+
+
+def test_expert_accuracy_counts_each_networks_correct_predictions():
+    flat_view, flats, images, labels = stacked_problem()
+    shared_images, shared_labels = images[0], labels[0]
+    accuracy = ExpertStep(flat_view).accuracy(flats, shared_images, shared_labels, chunk=3)
+    with torch.no_grad():
+        expected = torch.stack([(flat_view.forward(flat, shared_images).argmax(-1) == shared_labels).float().mean()
+                                for flat in flats])
+    torch.testing.assert_close(accuracy, expected)
 
 
 def test_an_epoch_drawn_at_once_equals_one_draw_per_step():

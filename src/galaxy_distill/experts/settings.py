@@ -26,12 +26,13 @@ class ExpertSettings(Settings):
     stacking: Literal["loop", "vmap"] = Field(
         "loop", description="how a step runs the stacked experts: loop (one ordinary network after another) or vmap (one "
         "launch per layer for all of them, as grouped convolutions; slower on an H200 and on CPUs, see docs/performance.md)")
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: Literal["fp32", "bf16", "bf16-full"] = Field(
         "fp32", description="arithmetic of the expert steps: bf16 runs forward and backward under bfloat16 autocast "
-        "(parameters, their updates and the loss stay float32)")
-    compile: bool = Field(False, description="torch.compile one network's loss and run the experts one after another: "
-                          "fuses the normalisation, ReLU and pooling work that dominates a step on GPUs (compiles "
-                          "for a minute first)")
+        "(normalisation in float32), bf16-full casts parameters and images to bfloat16 so that every activation is "
+        "bf16; either way the parameters, their updates and the loss stay float32")
+    compile: bool = Field(False, description="torch.compile one network's step and run the experts one after another: "
+                          "fuses the normalisation, ReLU and pooling work and replays each step as a CUDA graph on GPUs "
+                          "(compiles for a minute first)")
     channels_last: bool = Field(False, description="feed the networks channels-last (NHWC) batches, which GPU convolution "
                                 "kernels for bf16 prefer")
     seed: int = 0

@@ -41,22 +41,16 @@ from galaxy_distill.store import (
 )
 
 
+COMPILE_MODE = "reduce-overhead"
+"""torch.compile's mode for `ExpertSettings.compile`: fused kernels replayed as CUDA graphs on GPUs. A compiled
+network step is ~100 kernels, too many for the host to launch as fast as an H200 runs them
+(docs/performance.md: 2.6 ms against 1.1 ms per expert-step in the default mode at bf16-full)."""
+
+
 def model_spec_for(settings: ExpertSettings, dataset: PreparedDataset) -> ModelSpec:
     channels, height, _ = dataset.image_shape
     return ModelSpec(name=settings.model, channels=channels, num_classes=dataset.num_classes, image_size=height,
                      depth=settings.depth, width=settings.width, norm=settings.norm)
-
-
-@torch.no_grad()
-def batched_accuracy(flat_view: FlatParams, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
-                     chunk: int = 512) -> torch.Tensor:
-    """Accuracy of each of the E stacked networks on (images, labels); returns shape (E,)."""
-    correct = torch.zeros(flats.shape[0], device=flats.device)
-    for start in range(0, len(images), chunk):
-        x = images[start : start + chunk]
-        logits = flat_view.batched_forward(flats, x)
-        correct += (logits.argmax(-1) == labels[start : start + chunk]).sum(-1)
-    return correct / len(images)
 
 
 @dataclass
@@ -84,30 +78,55 @@ class ExpertStep:
     def __post_init__(self) -> None:
         if self.compile_mode is not None and self.vectorized:
             raise GalaxyDistillError("compiled expert steps run the experts one after another; use stacking loop")
+        # dynamic=False: the epoch's shorter last batch gets its own static graph instead of a symbolic-shape recompile.
         self._network_loss = (self._one_network_loss if self.compile_mode is None
-                              else torch.compile(self._one_network_loss, mode=self.compile_mode))
+                              else torch.compile(self._one_network_loss, mode=self.compile_mode, dynamic=False))
 
-    def _one_network_loss(self, flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _logits(self, flat: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         if self.precision == "bf16-full":
             # The cast's backward hands the float32 master parameters their gradient.
-            logits = self.flat_view.forward(flat.to(torch.bfloat16), images.to(torch.bfloat16))
-        else:
-            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                logits = self.flat_view.forward(flat, images)
-        return F.cross_entropy(logits.float(), labels, reduction="sum")
+            return self.flat_view.forward(flat.to(torch.bfloat16), images.to(torch.bfloat16)).float()
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.flat_view.forward(flat, images).float()
+
+    def _one_network_loss(self, flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self._logits(flat, images), labels, reduction="sum")
 
     def __call__(self, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        flats = flats.detach().requires_grad_(True)
         if self.channels_last:
             # Each expert's [B, C, H, W] slice in NHWC order.
             images = images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+        batch = labels.shape[1]
         if self.vectorized:
-            loss = torch.func.vmap(self._network_loss)(flats, images, labels).sum()
-        else:
-            loss = sum(self._network_loss(flat, x, y) for flat, x, y in zip(flats, images, labels, strict=True))
-        loss = loss / labels.shape[1]
-        (gradient,) = torch.autograd.grad(loss, flats)
-        return gradient, loss.detach()
+            flats = flats.detach().requires_grad_(True)
+            loss = torch.func.vmap(self._network_loss)(flats, images, labels).sum() / batch
+            (gradient,) = torch.autograd.grad(loss, flats)
+            return gradient, loss.detach()
+        gradient = torch.empty_like(flats)
+        losses = flats.new_empty(len(flats))
+        for index, (flat, x, y) in enumerate(zip(flats, images, labels, strict=True)):
+            if self.compile_mode is not None:
+                # Each network's forward and backward is one CUDA-graph step under reduce-overhead;
+                # its outputs are copied out below before the next network's replay overwrites them.
+                torch.compiler.cudagraph_mark_step_begin()
+            flat = flat.detach().requires_grad_(True)
+            loss = self._network_loss(flat, x, y)
+            # Backward right after forward: one network's activations alive at a time, and
+            # no pending backward that would keep CUDA graphs off their fast path.
+            (gradient[index],) = torch.autograd.grad(loss / batch, flat)
+            losses[index] = loss.detach()
+        return gradient, losses.sum() / batch
+
+    @torch.no_grad()
+    def accuracy(self, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, chunk: int = 2500) -> torch.Tensor:
+        """Accuracy [E] of each stacked network on the shared (images, labels), in the step's precision, uncompiled
+        (one network after another on large chunks: few enough launches, and no extra graph to compile)."""
+        correct = torch.zeros(len(flats), device=flats.device)
+        for index, flat in enumerate(flats):
+            for start in range(0, len(images), chunk):
+                predicted = self._logits(flat, images[start : start + chunk]).argmax(-1)
+                correct[index] += (predicted == labels[start : start + chunk]).sum()
+        return correct / len(images)
 
 
 def _epoch_draws(augment: DiffAugment, count: int, num_images: int, batch_size: int, image_size: int,
@@ -157,7 +176,7 @@ def _train_group(settings: ExpertSettings, step_gradients: ExpertStep, expert_id
         if not torch.isfinite(loss):
             raise GalaxyDistillError(f"expert training diverged (loss {float(loss.detach())}) in epoch {epoch + 1}; lower --lr")
         trajectory[:, epoch + 1] = flats.cpu()
-        accuracy[:, epoch] = batched_accuracy(flat_view, flats, *test).cpu()
+        accuracy[:, epoch] = step_gradients.accuracy(flats, *test).cpu()
         progress.set_postfix(test_acc=f"{accuracy[:, epoch].mean():.3f}")
         progress.update(count)
     return trajectory, accuracy
@@ -211,7 +230,7 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     # One step object for every group: a compiled step is compiled once, not once a group.
     step_gradients = ExpertStep(flat_view, settings.precision, settings.channels_last,
                                 vectorized=settings.stacking == "vmap",
-                                compile_mode="default" if settings.compile else None)
+                                compile_mode=COMPILE_MODE if settings.compile else None)
     groups = [list(range(g, min(g + settings.parallel, settings.num_experts))) for g in range(0, settings.num_experts, settings.parallel)]
     progress = tqdm(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
                     desc="experts (expert-epochs)", unit="ep", disable=distributed.progress_disabled())
