@@ -92,7 +92,7 @@ export -f cifar_run cifar_prepare cifar_experts cifar_experts_ready galaxy_chain
 case "${1:-}" in
   cifar50)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
-    export CIFAR_EXPERTS="$CIFAR_EXPERTS --expert-compile" FULL_WITH_IPC=50
+    export CIFAR_EXPERTS="$CIFAR_EXPERTS --expert-compile --expert-precision bf16-full" FULL_WITH_IPC=50
     background cifar10_experts "${2:?usage: $0 cifar50 GPU_A GPU_B}" bash -c cifar_experts
     background cifar10_ipc50_stm "$2" bash -c "cifar_experts_ready && cifar_run 50 stm"
     background cifar10_ipc50_mtt "${3:?usage: $0 cifar50 GPU_A GPU_B}" bash -c "cifar_experts_ready && cifar_run 50 mtt"
@@ -101,7 +101,8 @@ case "${1:-}" in
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
     # The timed experts train on all 50,000 training images, as in MTT; the distillation runs hold out 5,000 for validation.
     background experts_speed 0 bash -c "cifar_prepare cifar10-all-zca --val-fraction 0 && python3 $HERE/experts_speed.py \
-      --dataset cifar10-all-zca --num-experts 100 --epochs 50 --parallel 25 --out $RESULTS/experts_speed.json"
+      --dataset cifar10-all-zca --num-experts 100 --epochs 50 --parallel 10 --compile --precision bf16-full \
+      --out $RESULTS/experts_speed.json"
     background cifar10_experts 3 bash -c cifar_experts
     for job in "1 stm 3" "1 mtt 3" "10 stm 3" "10 mtt 3" "50 stm 1" "50 mtt 3"; do
       set -- $job
@@ -121,15 +122,15 @@ case "${1:-}" in
     background prepare_cifar 0 bash -c "cifar_prepare cifar10-all-zca --val-fraction 0"
     ;;
   kernels)
-    background kernels "${2:?usage: $0 kernels GPU}" python3 "$HERE/experts_profile.py" --experts 10 --kernels 15 \
-      --compile-modes default reduce-overhead max-autotune-no-cudagraphs \
+    background kernels "${2:?usage: $0 kernels GPU}" python3 "$HERE/experts_profile.py" --experts 10 --kernels 14 \
+      --compiled-only --precisions fp32 bf16-full --compile-modes default reduce-overhead \
       --out "$RESULTS/experts_kernels.json"
     ;;
   speed)  # GPU: alone on that GPU, one after another, so that no timing shares it
     ready="until [ -f $WS/datasets/cifar10-all-zca/meta.json ]; do sleep 5; done"
     background speed "${2:?usage: $0 speed GPU}" bash -c "python3 $HERE/distill_speed.py --precision bf16 \
-      --out $RESULTS/distill_speed_bf16.json; python3 $HERE/experts_profile.py --experts 10 50 --compile-modes default \
-      --out $RESULTS/experts_profile.json; $ready; python3 $HERE/experts_speed.py --dataset cifar10-all-zca \
+      --out $RESULTS/distill_speed_bf16.json; python3 $HERE/experts_profile.py --experts 10 --compiled-only \
+      --precisions fp32 bf16-full --compile-modes reduce-overhead --out $RESULTS/experts_profile.json; $ready; python3 $HERE/experts_speed.py --dataset cifar10-all-zca \
       --num-experts 100 --epochs 50 --fastest-of $RESULTS/experts_profile.json --out $RESULTS/experts_speed.json"
     ;;
   status)

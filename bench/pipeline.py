@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--expert-batch", type=int, default=256)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--expert-compile", action="store_true", help="train the experts with --compile (ExpertSettings.compile)")
+    parser.add_argument("--expert-precision", choices=["fp32", "bf16", "bf16-full"], default="fp32",
+                        help="the experts' --precision (ExpertSettings.precision)")
     parser.add_argument("--ipc", type=int, nargs="+", default=[1])
     parser.add_argument("--methods", nargs="+", default=["stm", "mtt"])
     parser.add_argument("--iterations", type=int, default=300)
@@ -67,7 +69,7 @@ def main() -> None:
     experts_dir = workspace_dir() / "experts" / f"{dataset.name}-w{args.width}"
     expert_settings = ExpertSettings(dataset=dataset.name, num_experts=args.num_experts, epochs=args.expert_epochs,
                                      batch_size=args.expert_batch, width=args.width, parallel=args.num_experts,
-                                     compile=args.expert_compile, device=args.device)
+                                     compile=args.expert_compile, precision=args.expert_precision, device=args.device)
     started = time.perf_counter()
     manifest = train_experts(expert_settings, dataset, experts_dir)
     record["stages"]["experts"] = {"wall_s": time.perf_counter() - started, **summarize(read_json(manifest)),

@@ -9,12 +9,15 @@
     python bench/tables.py runs bench/results/results-2026-11-28/*ipc*.json        # wall time and GPU of every run
     python bench/tables.py experts bench/results/results-2026-11-28/*_experts.json  # expert training speed
     python bench/tables.py profile bench/results/results-2026-11-29/experts_profile.json  # ways of running an expert step
+    python bench/tables.py kernels bench/results/results-2026-11-29-graphs/experts_profile_compiled.json  # their GPU kernels
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -185,7 +188,7 @@ def experts_table(paths: list[Path]) -> str:
     """Expert-training wall time, per expert-epoch and projected to 100 x 50: from the pipeline's experts stage
     or from bench/experts_speed.py (whose record of an unfinished run counts the experts done so far)."""
     lines = _header("dataset", "experts x epochs", "batch", "trained at once", "step", "wall s", "s per expert-epoch",
-                    "100 x 50 at this rate (min)", "final test accuracy %", "GPU")
+                    "100 x 50 at this rate (min)", "100 x 50 from group times (min)", "final test accuracy %", "GPU")
     for path in paths:
         record = json.loads(path.read_text())
         stage = record["stages"]["experts"] if "stages" in record else record
@@ -199,8 +202,37 @@ def experts_table(paths: list[Path]) -> str:
                 f"{', compiled' if settings.get('compile') else ''}{', channels-last' if settings.get('channels_last') else ''}")
         lines.append(f"| {record['dataset']} | {experts}{done} x {settings['epochs']} | {settings['batch_size']} | "
                      f"{settings['parallel']} | {step} | {stage['wall_s']:.1f} | {per_expert_epoch:.3f} | "
-                     f"{100 * 50 * per_expert_epoch / 60:.1f} | "
+                     f"{100 * 50 * per_expert_epoch / 60:.1f} | {_fmt(_minutes_from_groups(stage, settings), 1)} | "
                      f"{100 * stage['final_test_acc_mean']:.1f} ± {100 * stage['final_test_acc_std']:.1f} | {record.get('gpu')} |")
+    return "\n".join(lines)
+
+
+def _minutes_from_groups(stage: dict, settings: dict) -> float | None:
+    """100 x 50 projected from an experts_speed record's group times: its first group (which includes compiling)
+    once, then the mean of the later groups for every further group of the same size; None without later groups."""
+    groups = [seconds for _, seconds in sorted(stage.get("group_seconds", {}).items(), key=lambda item: int(item[0]))]
+    if len(groups) < 2:
+        return None
+    later = statistics.mean(groups[1:]) * 50 / settings["epochs"]
+    return (groups[0] * 50 / settings["epochs"] + later * (math.ceil(100 / settings["parallel"]) - 1)) / 60
+
+
+def kernels_table(path: Path) -> str:
+    """bench/experts_profile.py --kernels: how much of each way's step its most time-consuming GPU kernels fill
+    (the rest of the step is the host launching work), and the three largest."""
+    record = json.loads(path.read_text())
+    lines = [f"`{path.name}` — {record.get('gpu')}, torch {record.get('torch')}, revision {record.get('git_revision', 'unknown')[:7]}",
+             "", *_header("experts at once", "precision", "channels-last", "compiled (mode)", "step ms",
+                          "kernels listed", "their GPU ms per step", "share of the step", "three largest (ms per step)")]
+    for row in record["rows"]:
+        kernels = row.get("top_kernels")
+        if not kernels or row["step_ms"] is None:
+            continue
+        busy = sum(kernel["ms_per_step"] for kernel in kernels)
+        largest = "; ".join(f"{kernel['name'][:48]} ({kernel['ms_per_step']:.2f})" for kernel in kernels[:3])
+        lines.append(f"| {row['experts']} | {row['precision']} | {'yes' if row['channels_last'] else 'no'} | "
+                     f"{row.get('compile_mode') or 'no'} | {row['step_ms']:.1f} | {len(kernels)} | {busy:.1f} | "
+                     f"{busy / row['step_ms']:.2f} | {largest.replace('|', '/')} |")
     return "\n".join(lines)
 
 
@@ -221,7 +253,8 @@ def profile_table(path: Path) -> str:
 if __name__ == "__main__":
     combined = {"summary": summary_table, "crossarch": crossarch_table, "inrun": inrun_table, "experts": experts_table,
                 "runs": runs_table}
-    per_file = {"results": results_table, "speed": speed_table, "distributed": distributed_table, "profile": profile_table}
+    per_file = {"results": results_table, "speed": speed_table, "distributed": distributed_table, "profile": profile_table,
+                "kernels": kernels_table}
     if len(sys.argv) < 3 or sys.argv[1] not in {**combined, **per_file}:
         sys.exit(f"usage: tables.py {{{','.join([*combined, *per_file])}}} FILE...\n{__doc__}")
     kind, paths = sys.argv[1], [Path(p) for p in sys.argv[2:]]

@@ -65,15 +65,22 @@ def test_a_missing_file_or_kind_is_a_one_line_error(tmp_path: Path) -> None:
     assert unknown.returncode != 0 and "usage" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
-def test_experts_projects_an_unfinished_speed_record_from_the_experts_done(tmp_path: Path) -> None:
+def test_experts_projects_an_unfinished_speed_record_from_the_experts_done_and_the_group_times(tmp_path: Path) -> None:
     settings = {"num_experts": 100, "epochs": 50, "batch_size": 256, "parallel": 10, "stacking": "loop", "precision": "fp32",
                 "compile": True, "channels_last": False}
     speed = tmp_path / "experts_speed.json"
     speed.write_text(json.dumps({"dataset": "toy", "gpu": "G", "settings": settings, "finished": False, "experts_done": 10,
-                                 "wall_s": 300.0, "final_test_acc_mean": 0.8, "final_test_acc_std": 0.01}))
+                                 "wall_s": 300.0, "group_seconds": {"0": 300.0},
+                                 "final_test_acc_mean": 0.8, "final_test_acc_std": 0.01}))
     row = [line for line in tables("experts", str(speed)).splitlines() if line.startswith("| toy")]
-    # 300 s for 10 experts x 50 epochs: 0.6 s an expert-epoch, 50 min for 100 x 50.
-    assert row == ["| toy | 10 (of 100: unfinished) x 50 | 256 | 10 | loop, fp32, compiled | 300.0 | 0.600 | 50.0 | 80.0 ± 1.0 | G |"]
+    # 300 s for 10 experts x 50 epochs: 0.6 s an expert-epoch, 50 min for 100 x 50; one group: no group projection.
+    assert row == ["| toy | 10 (of 100: unfinished) x 50 | 256 | 10 | loop, fp32, compiled | 300.0 | 0.600 | 50.0 | — | 80.0 ± 1.0 | G |"]
+    speed.write_text(json.dumps({"dataset": "toy", "gpu": "G", "settings": settings, "finished": False, "experts_done": 30,
+                                 "wall_s": 360.0, "group_seconds": {"0": 150.0, "2": 110.0, "1": 100.0},
+                                 "final_test_acc_mean": 0.8, "final_test_acc_std": 0.01}))
+    row = [line for line in tables("experts", str(speed)).splitlines() if line.startswith("| toy")]
+    # 360 s / 1500 expert-epochs: 20.0 min; the first group once, then 9 x the later groups' 105 s: 18.25 min.
+    assert row == ["| toy | 30 (of 100: unfinished) x 50 | 256 | 10 | loop, fp32, compiled | 360.0 | 0.240 | 20.0 | 18.2 | 80.0 ± 1.0 | G |"]
 
 
 def test_profile_lists_the_ways_fastest_first(tmp_path: Path) -> None:
@@ -86,3 +93,14 @@ def test_profile_lists_the_ways_fastest_first(tmp_path: Path) -> None:
     rows = [line for line in tables("profile", str(profile)).splitlines() if line.startswith("| 10")]
     assert rows == ["| 10 | loop | fp32 | no | no | 29.0 | 1.00 | 3.000 | 1.0 | 2.00 |",
                     "| 10 | vmap | fp32 | no | no | 39.0 | 1.00 | 4.000 | 1.0 | 2.00 |"]
+
+
+def test_kernels_compares_the_largest_kernels_with_the_step(tmp_path: Path) -> None:
+    kernels = [{"name": "conv|wgrad", "ms_per_step": 3.0, "calls_per_step": 10}, {"name": "norm", "ms_per_step": 1.0, "calls_per_step": 10}]
+    rows = [{"experts": 10, "precision": "fp32", "channels_last": False, "compile_mode": "default", "step_ms": 8.0,
+             "top_kernels": kernels},
+            {"experts": 10, "precision": "fp32", "channels_last": True, "compile_mode": None, "step_ms": 9.0}]
+    record = tmp_path / "profile.json"
+    record.write_text(json.dumps({"gpu": "GPU", "torch": "2", "git_revision": "abcdef0123", "rows": rows}))
+    lines = [line for line in tables("kernels", str(record)).splitlines() if line.startswith("| 10")]
+    assert lines == ["| 10 | fp32 | no | default | 8.0 | 2 | 4.0 | 0.50 | conv/wgrad (3.00); norm (1.00) |"]

@@ -43,8 +43,8 @@ from galaxy_distill.store import (
 
 COMPILE_MODE = "reduce-overhead"
 """torch.compile's mode for `ExpertSettings.compile`: fused kernels replayed as CUDA graphs on GPUs. A compiled
-network step is ~100 kernels, too many for the host to launch as fast as an H200 runs them
-(docs/performance.md: 2.6 ms against 1.1 ms per expert-step in the default mode at bf16-full)."""
+network step is many small kernels, launched by the host more slowly than an H200 runs them
+(docs/performance.md: 2.609 ms per expert-step in the default mode, 1.125 with CUDA graphs, at bf16-full)."""
 
 
 def model_spec_for(settings: ExpertSettings, dataset: PreparedDataset) -> ModelSpec:
