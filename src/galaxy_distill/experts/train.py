@@ -58,9 +58,7 @@ class ExpertStep:
     """Gradients [E, P] of each stacked expert's mean cross-entropy on its own batch, and the summed loss.
 
     Images [E, B, C, H, W], labels [E, B]. `vectorized`: one vmap call for all experts instead of
-    one network after another. `compile_mode`: one network's loss goes through torch.compile in
-    that mode (networks run one after another; None: not compiled), which fuses the memory-bound
-    normalisation, ReLU and pooling work that dominates a ConvNet step on a GPU. Under "bf16" the networks run in
+    one network after another. Under "bf16" the networks run in
     bfloat16 autocast (normalisation in float32); under "bf16-full" parameters and images are cast to
     bfloat16 so that every activation is stored in bf16 (the normalisation's statistics still
     accumulate in float32 inside its kernel). Either way the stacked parameters, their gradients and
@@ -73,7 +71,9 @@ class ExpertStep:
     channels_last: bool = False
     vectorized: bool = False
     compile_mode: str | None = None
-    """torch.compile's mode ("default", "reduce-overhead" adds CUDA graphs, "max-autotune"...), None for eager."""
+    """torch.compile's mode for one network's loss ("default" fuses the memory-bound normalisation, ReLU and
+    pooling work; "reduce-overhead" also replays it as CUDA graphs), None for eager; networks then run one
+    after another."""
 
     def __post_init__(self) -> None:
         if self.compile_mode is not None and self.vectorized:
