@@ -7,7 +7,8 @@ One step as `galaxy_distill.experts.train` takes it: E ConvNets (CIFAR-10 shape:
 10 classes, depth 3, width 128, instance norm) each on its own batch, forward, cross-entropy,
 gradients w.r.t. the stacked parameters, SGD update. Every combination of stacking (vmap,
 loop), precision (--precisions) and channels-last is timed, and with --compile-modes the compiled
-loop at each precision and layout in each mode (3 warm-up, `--timed` timed steps,
+loop at each precision and layout in each mode, and with --whole-step-graph the step recorded as one
+CUDA graph (3 warm-up, `--timed` timed steps,
 median) on random images; augmentation (one epoch's draw, then its per-step application) is
 timed apart. The projection scales the median to 100 experts x 50 epochs of 50,000 images.
 """
@@ -80,12 +81,17 @@ def main() -> None:
                         "default (what --compile trains with), reduce-overhead, max-autotune-no-cudagraphs, ...")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "bf16-full"])
     parser.add_argument("--compiled-only", action="store_true", help="time only the compiled ways (--compile-modes)")
+    parser.add_argument("--whole-step-graph", action="store_true",
+                        help="also time each step recorded as one CUDA graph (ExpertStep.whole_step_graph), eager and in each "
+                        "--compile-modes mode but reduce-overhead, at each precision and layout")
     parser.add_argument("--kernels", type=int, default=0, metavar="N",
                         help="also record each way's N most time-consuming operators (torch.profiler, 3 steps)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS / "experts_profile.json")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    if args.whole_step_graph and device.type != "cuda":
+        parser.error("--whole-step-graph needs a CUDA GPU")
     configure_backends(device)
     flat_view = FlatParams(build_model("convnet", 3, 10, 32, depth=3, width=128, norm="instancenorm").to(device))
     steps_per_epoch = math.ceil(TRAIN_IMAGES / args.batch)
@@ -109,11 +115,16 @@ def main() -> None:
         ways = [] if args.compiled_only else [
             (vectorized, precision, channels_last, None)
             for vectorized, precision, channels_last in itertools.product((True, False), args.precisions, layouts)]
-        ways += [(False, precision, channels_last, mode)
+        ways = [(*way, False) for way in ways]
+        ways += [(False, precision, channels_last, mode, False)
                  for mode, precision, channels_last in itertools.product(args.compile_modes, args.precisions, layouts)]
-        for vectorized, precision, channels_last, compile_mode in ways:
+        if args.whole_step_graph:
+            graph_modes = [None, *(mode for mode in args.compile_modes if mode != "reduce-overhead")]
+            ways += [(False, precision, channels_last, mode, True)
+                     for mode, precision, channels_last in itertools.product(graph_modes, args.precisions, layouts)]
+        for vectorized, precision, channels_last, compile_mode, whole_step_graph in ways:
             state = {"flats": flats.clone()}
-            expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compile_mode)
+            expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compile_mode, whole_step_graph)
 
             def step() -> None:
                 gradient, _ = expert_step(state["flats"], images, labels)
@@ -128,7 +139,7 @@ def main() -> None:
             per_expert = None if step_ms is None else (step_ms + augment_ms + draw_ms) / experts
             row = {"experts": experts, "batch": args.batch, "stacking": "vmap" if vectorized else "loop",
                    "precision": precision, "channels_last": channels_last, "compile": compile_mode is not None,
-                   "compile_mode": compile_mode, "step_ms": step_ms,
+                   "compile_mode": compile_mode, "whole_step_graph": whole_step_graph, "step_ms": step_ms,
                    "augment_ms": augment_ms, "draw_ms_per_step": draw_ms, "ms_per_expert_step": per_expert,
                    "projected_min_100x50": None if per_expert is None else per_expert * EXPERTS * EPOCHS * steps_per_epoch / 60_000,
                    "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
@@ -136,6 +147,7 @@ def main() -> None:
                 row["top_kernels"] = top_kernels(step, device, args.kernels)
             rows.append(row)
             print(f"E={experts:3d} {row['stacking']:4s} {precision} channels_last={channels_last!s:5s} compile={compile_mode or 'no'} "
+                  f"whole_step_graph={whole_step_graph} "
                   f"step {step_ms if step_ms is None else round(step_ms, 2)} ms + augment {augment_ms:.2f} + draw "
                   f"{draw_ms:.2f} ms -> {per_expert if per_expert is None else round(per_expert, 3)} ms/expert-step, "
                   f"100x50 projected {row['projected_min_100x50'] if per_expert is None else round(row['projected_min_100x50'], 1)} min",

@@ -44,9 +44,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "experts_speed.json")
     args = parser.parse_args()
     if args.fastest_of is not None:
-        # Only ways ExpertSettings can train with: compiled in COMPILE_MODE, or not compiled.
+        # Only ways ExpertSettings can train with: compiled in COMPILE_MODE, or not compiled; no whole-step graph.
         fastest = min((row for row in read_json(args.fastest_of)["rows"] if row["ms_per_expert_step"] is not None
-                       and row.get("compile_mode") in (None, COMPILE_MODE)), key=lambda row: row["ms_per_expert_step"])
+                       and row.get("compile_mode") in (None, COMPILE_MODE) and not row.get("whole_step_graph")),
+                      key=lambda row: row["ms_per_expert_step"])
         args.parallel, args.stacking, args.precision, args.channels_last, args.compile = (
             fastest["experts"], fastest["stacking"], fastest["precision"], fastest["channels_last"], fastest["compile"])
         print(f"fastest in {args.fastest_of}: {fastest}", flush=True)

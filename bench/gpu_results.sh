@@ -8,7 +8,7 @@
 #   bench/gpu_results.sh galaxy simzoo-128 GPU IPC...   # the same on one GPU for the IPCs named only
 #   bench/gpu_results.sh speed GPU           # distill_speed --precision bf16, experts_profile, then experts_speed
 #                                            # (once cifar10-all-zca is prepared) with the fastest profiled setup
-#   bench/gpu_results.sh kernels GPU         # the expert-step profile with each way's top GPU kernels
+#   bench/gpu_results.sh kernels GPU         # the expert-step profile with each way's top GPU kernels, whole-step graphs too
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
 #                                            # with the full-data baseline on B (A = B on a one-GPU machine)
@@ -123,7 +123,7 @@ case "${1:-}" in
     ;;
   kernels)
     background kernels "${2:?usage: $0 kernels GPU}" python3 "$HERE/experts_profile.py" --experts 10 --kernels 14 \
-      --compiled-only --precisions fp32 bf16-full --compile-modes default reduce-overhead \
+      --compiled-only --precisions bf16-full --compile-modes default reduce-overhead --whole-step-graph \
       --out "$RESULTS/experts_kernels.json"
     ;;
   speed)  # GPU: alone on that GPU, one after another, so that no timing shares it

@@ -217,6 +217,13 @@ def _minutes_from_groups(stage: dict, settings: dict) -> float | None:
     return (groups[0] * 50 / settings["epochs"] + later * (math.ceil(100 / settings["parallel"]) - 1)) / 60
 
 
+def _way(row: dict) -> str:
+    """A profile row's compilation: torch.compile's mode (profiles before modes were recorded: 'default') or 'no',
+    and '+ step graph' for a step recorded as one CUDA graph."""
+    compiled = row.get("compile_mode") or ("default" if row.get("compile") else "no")
+    return f"{compiled} + step graph" if row.get("whole_step_graph") else compiled
+
+
 def kernels_table(path: Path) -> str:
     """bench/experts_profile.py --kernels: how much of each way's step its most time-consuming GPU kernels fill
     (the rest of the step is the host launching work), and the three largest."""
@@ -231,7 +238,7 @@ def kernels_table(path: Path) -> str:
         busy = sum(kernel["ms_per_step"] for kernel in kernels)
         largest = "; ".join(f"{kernel['name'][:48]} ({kernel['ms_per_step']:.2f})" for kernel in kernels[:3])
         lines.append(f"| {row['experts']} | {row['precision']} | {'yes' if row['channels_last'] else 'no'} | "
-                     f"{row.get('compile_mode') or 'no'} | {row['step_ms']:.1f} | {len(kernels)} | {busy:.1f} | "
+                     f"{_way(row)} | {row['step_ms']:.1f} | {len(kernels)} | {busy:.1f} | "
                      f"{busy / row['step_ms']:.2f} | {largest.replace('|', '/')} |")
     return "\n".join(lines)
 
@@ -244,7 +251,7 @@ def profile_table(path: Path) -> str:
                           "augmentation ms", "ms per expert-step", "100 x 50 projected (min)", "peak GiB")]
     for row in sorted(record["rows"], key=lambda row: (row["experts"], row["ms_per_expert_step"] or float("inf"))):
         lines.append(f"| {row['experts']} | {row['stacking']} | {row['precision']} | {'yes' if row['channels_last'] else 'no'} | "
-                     f"{row.get('compile_mode') or ('default' if row.get('compile') else 'no')} | {_fmt(row['step_ms'], 1)} | "
+                     f"{_way(row)} | {_fmt(row['step_ms'], 1)} | "
                      f"{row['augment_ms'] + row['draw_ms_per_step']:.2f} | {_fmt(row['ms_per_expert_step'])} | "
                      f"{_fmt(row['projected_min_100x50'], 1)} | {_fmt(row['peak_mem_gib'], 2)} |")
     return "\n".join(lines)

@@ -79,12 +79,15 @@ def test_compiled_expert_steps_give_the_eager_gradients():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("precision", ["fp32", "bf16-full"])
-def test_cuda_graph_expert_steps_give_the_eager_gradients(precision):
-    """The compiled step replayed as CUDA graphs, at the full and at a shorter (epoch's last) batch, step after step."""
+@pytest.mark.parametrize(("compile_mode", "whole_step_graph"), [(COMPILE_MODE, False), ("default", True), (None, True)])
+def test_cuda_graph_expert_steps_give_the_eager_gradients(precision, compile_mode, whole_step_graph):
+    """Steps replayed as CUDA graphs (per network under reduce-overhead, or the whole step), at the full and at a
+    shorter (epoch's last) batch, step after step."""
     flat_view, flats, images, labels = stacked_problem()
     flat_view = FlatParams(flat_view.module.cuda())
     flats, images, labels = flats.cuda(), images.cuda(), labels.cuda()
-    eager, compiled = ExpertStep(flat_view, precision), ExpertStep(flat_view, precision, compile_mode=COMPILE_MODE)
+    eager = ExpertStep(flat_view, precision)
+    compiled = ExpertStep(flat_view, precision, compile_mode=compile_mode, whole_step_graph=whole_step_graph)
     for batch in (slice(None), slice(None), slice(0, 5), slice(None)):
         expected, expected_loss = eager(flats, images[:, batch], labels[:, batch])
         gradient, loss = compiled(flats, images[:, batch], labels[:, batch])
@@ -95,6 +98,14 @@ def test_cuda_graph_expert_steps_give_the_eager_gradients(precision):
             assert torch.nn.functional.cosine_similarity(gradient, expected, dim=1).min() >= 0.99
             torch.testing.assert_close(loss, expected_loss, rtol=2e-2, atol=0)
         flats = flats - 0.1 * gradient
+
+
+def test_a_whole_step_graph_needs_a_gpu_and_no_graphs_of_its_own():
+    flat_view, flats, images, labels = stacked_problem()
+    with pytest.raises(GalaxyDistillError, match="needs a CUDA device, not cpu"):
+        ExpertStep(flat_view, whole_step_graph=True)(flats, images, labels)
+    with pytest.raises(GalaxyDistillError, match="cannot hold reduce-overhead"):
+        ExpertStep(flat_view, compile_mode="reduce-overhead", whole_step_graph=True)
 
 
 def test_expert_accuracy_counts_each_networks_correct_predictions():

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from galaxy_distill.data.augment import AugmentDraw, DiffAugment
 from galaxy_distill.models.functional import FlatParams
+from galaxy_distill.runtime import CapturedCall
 
 
 GRAPH_PIXEL_LIMIT = 256 * 32 * 32
@@ -233,7 +234,7 @@ class GraphedSteps:
 
     def __init__(self, inner: InnerLoop, images: torch.Tensor, labels: torch.Tensor) -> None:
         self.inner, self.images, self.labels = inner, images, labels
-        self.graphs: dict[tuple[str, tuple[str, ...]], _CapturedCall] = {}
+        self.graphs: dict[tuple[str, tuple[str, ...]], CapturedCall] = {}
 
     def _call(self, kind: str, ops: tuple[str, ...], **inputs: torch.Tensor):
         captured = self.graphs.get((kind, ops))
@@ -241,7 +242,7 @@ class GraphedSteps:
             function = self.inner._forward_step if kind == "forward" else self.inner._backward_step
             bound = functools.partial(function, ops, self.images, self.labels)
             try:
-                captured = _CapturedCall(bound, inputs)
+                captured = CapturedCall(bound, inputs)
             except RuntimeError as exc:
                 # Some kernels refuse capture (older drivers, exotic ops): same results, eagerly.
                 warnings.warn(f"CUDA graph capture failed ({exc}); running the inner loop eagerly", stacklevel=2)
@@ -262,23 +263,3 @@ class _EagerCall:
 
     def __call__(self, inputs: dict[str, torch.Tensor]):
         return self.function(**inputs)
-
-
-class _CapturedCall:
-    def __init__(self, function, example: dict[str, torch.Tensor]) -> None:
-        self.static = {name: value.detach().clone() for name, value in example.items()}
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                function(**self.static)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = function(**self.static)
-
-    def __call__(self, inputs: dict[str, torch.Tensor]):
-        for name, value in inputs.items():
-            self.static[name].copy_(value)
-        self.graph.replay()
-        return self.outputs

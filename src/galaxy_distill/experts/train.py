@@ -31,7 +31,7 @@ from galaxy_distill.experts.settings import ExpertSettings
 from galaxy_distill.experts.store import MANIFEST_FILE, expert_file_name, parse_manifest
 from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.models.spec import ModelSpec
-from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator
+from galaxy_distill.runtime import CapturedCall, configure_backends, resolve_device, seeded_generator
 from galaxy_distill.store import (
     file_matches,
     read_json,
@@ -74,13 +74,20 @@ class ExpertStep:
     """torch.compile's mode for one network's loss ("default" fuses the memory-bound normalisation, ReLU and
     pooling work; "reduce-overhead" also replays it as CUDA graphs), None for eager; networks then run one
     after another."""
+    whole_step_graph: bool = False
+    """Record the whole step (every network's forward, the backward) as one CUDA graph per batch shape and
+    replay it: one launch a step instead of one per kernel, or per network and direction under
+    "reduce-overhead" (not combined with it). Measured only by bench/experts_profile.py so far."""
 
     def __post_init__(self) -> None:
         if self.compile_mode is not None and self.vectorized:
             raise GalaxyDistillError("compiled expert steps run the experts one after another; use stacking loop")
+        if self.whole_step_graph and self.compile_mode == "reduce-overhead":
+            raise GalaxyDistillError("a whole-step CUDA graph cannot hold reduce-overhead's own CUDA graphs")
         # dynamic=False: the epoch's shorter last batch gets its own static graph instead of a symbolic-shape recompile.
         self._network_loss = (self._one_network_loss if self.compile_mode is None
                               else torch.compile(self._one_network_loss, mode=self.compile_mode, dynamic=False))
+        self._step_graphs: dict[tuple[int, ...], CapturedCall] = {}
 
     def _logits(self, flat: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         if self.precision == "bf16-full":
@@ -93,11 +100,23 @@ class ExpertStep:
         return F.cross_entropy(self._logits(flat, images), labels, reduction="sum")
 
     def __call__(self, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gradient, loss); with `whole_step_graph` both are the graph's buffers, overwritten by the next call."""
+        if not self.whole_step_graph:
+            return self._step(flats, images, labels)
+        if flats.device.type != "cuda":
+            raise GalaxyDistillError(f"a whole-step CUDA graph needs a CUDA device, not {flats.device}")
+        inputs = {"flats": flats, "images": images, "labels": labels}
+        captured = self._step_graphs.get(tuple(images.shape))
+        if captured is None:
+            captured = self._step_graphs[tuple(images.shape)] = CapturedCall(self._step, inputs)
+        return captured(inputs)
+
+    def _step(self, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.channels_last:
             # Each expert's [B, C, H, W] slice in NHWC order.
             images = images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
         flats = flats.detach().requires_grad_(True)
-        if self.compile_mode is not None:
+        if self.compile_mode == "reduce-overhead":
             # One training step: earlier CUDA-graph outputs are free to be overwritten.
             torch.compiler.cudagraph_mark_step_begin()
         if self.vectorized:
