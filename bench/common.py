@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +58,19 @@ def tag_distill_wall(results: list[dict[str, Any]], method: str, wall_s: float) 
     for entry in results:
         if entry["method"] == method:
             entry["distill_wall_s"] = wall_s
+
+
+def top_kernels(step: Callable[[], Any], device: torch.device, count: int) -> list[dict[str, Any]]:
+    """The `count` operators with the most device time (CUDA, or CPU without a GPU) over 3 calls of `step`, ms per call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
+    with profile(activities=activities) as profiler:
+        for _ in range(3):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    attribute = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(profiler.key_averages(), key=lambda event: getattr(event, attribute), reverse=True)
+    return [{"name": event.key[:160], "ms_per_step": getattr(event, attribute) / 1000 / 3, "calls_per_step": event.count / 3}
+            for event in events[:count]]

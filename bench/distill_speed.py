@@ -6,7 +6,7 @@ mode as MTT), the matching loss, its gradients w.r.t. pixels and step size, and 
 optimiser steps. ConvNet depth 3, width 128, instance norm. 2 warm-up, `--timed` timed
 iterations, median; peak memory from torch.cuda.max_memory_allocated.
 
-    python bench/distill_speed.py [--configs NAME ...] [--timed 8] [--out bench/results/distill_speed.json]
+    python bench/distill_speed.py [--configs NAME ...] [--timed 8] [--kernels 14] [--out bench/results/distill_speed.json]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, environment  # noqa: E402
+from common import RESULTS, environment, top_kernels  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
 from galaxy_distill.distill.matching import InnerLoop, Shard  # noqa: E402
@@ -51,8 +51,9 @@ def synchronize(device: torch.device) -> None:
 
 
 def measure(config: dict, timed: int, device: torch.device, chunk: int | None, cuda_graphs: bool,
-            network: dict = NETWORK, shard: Shard = Shard(), bf16: bool = False) -> dict:
-    """Median seconds of one outer iteration (2 warm-up, `timed` timed) and peak GPU memory."""
+            network: dict = NETWORK, shard: Shard = Shard(), bf16: bool = False, kernels: int = 0) -> dict:
+    """Median seconds of one outer iteration (2 warm-up, `timed` timed) and peak GPU memory; with `kernels`,
+    also the iteration's most time-consuming GPU kernels (torch.profiler, 3 more iterations)."""
     torch.manual_seed(0)
     module = build_model("convnet", config["channels"], config["classes"], config["resolution"], **network).to(device)
     flat_view = FlatParams(module)
@@ -70,22 +71,29 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
                       cuda_graphs=cuda_graphs, shard=shard, bf16=bf16)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for iteration in range(2 + timed):
-        synchronize(device)
-        began = time.perf_counter()
+    def outer_iteration() -> torch.Tensor:
         step = log_step.detach().exp()
         gradients = inner.loss_and_gradients(images, labels, step, start, target, generator)
         images.grad = gradients.images
         log_step.grad = gradients.step_size * step
         pixel_optimizer.step()
         step_optimizer.step()
+        return gradients.loss
+
+    times = []
+    for iteration in range(2 + timed):
+        synchronize(device)
+        began = time.perf_counter()
+        loss = outer_iteration()
         synchronize(device)
         if iteration >= 2:
             times.append(time.perf_counter() - began)
-    return {"s_per_iter": statistics.median(times), "times": times, "batch_chunk": chunk, "loss_last": float(gradients.loss),
-            "cuda_graphs": inner.replays_graphs(images), "precision": "bf16" if bf16 else "fp32",
-            "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+    measured = {"s_per_iter": statistics.median(times), "times": times, "batch_chunk": chunk, "loss_last": float(loss),
+                "cuda_graphs": inner.replays_graphs(images), "precision": "bf16" if bf16 else "fp32",
+                "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+    if kernels:
+        measured["top_kernels"] = top_kernels(outer_iteration, device, kernels)
+    return measured
 
 
 def main() -> None:
@@ -95,6 +103,8 @@ def main() -> None:
     parser.add_argument("--no-cuda-graphs", action="store_true", help="eager inner loop (for comparison)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: the student's forward under bfloat16 autocast (DistillSettings.precision)")
+    parser.add_argument("--kernels", type=int, default=0, metavar="N",
+                        help="also record each config's N most time-consuming GPU kernels (torch.profiler, 3 iterations)")
     parser.add_argument("--append", action="store_true",
                         help="keep the configs already in --out (measured by earlier runs, each row says which)")
     parser.add_argument("--out", type=Path, default=RESULTS / "distill_speed.json")
@@ -115,7 +125,8 @@ def main() -> None:
         if args.configs and config["name"] not in args.configs:
             continue
         try:
-            ours = measure(config, args.timed, device, chunk_for(config), not args.no_cuda_graphs, bf16=args.precision == "bf16")
+            ours = measure(config, args.timed, device, chunk_for(config), not args.no_cuda_graphs, bf16=args.precision == "bf16",
+                           kernels=args.kernels)
         except torch.cuda.OutOfMemoryError:
             ours = {"s_per_iter": None, "peak_mem_gib": None, "note": "out of memory"}
         except RuntimeError as exc:

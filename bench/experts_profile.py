@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, environment  # noqa: E402
+from common import RESULTS, environment, top_kernels  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
 from galaxy_distill.experts.train import ExpertStep, _epoch_draws  # noqa: E402
@@ -53,22 +53,6 @@ def median_ms(step, warmup: int, timed: int, device: torch.device) -> float:
             torch.cuda.synchronize(device)
         times.append((time.perf_counter() - began) * 1000)
     return statistics.median(times)
-
-
-def top_kernels(step, device: torch.device, count: int) -> list[dict]:
-    """The `count` operators with the most device time (CUDA, or CPU without a GPU) over 3 steps, ms per step."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
-    with profile(activities=activities) as profiler:
-        for _ in range(3):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    attribute = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    events = sorted(profiler.key_averages(), key=lambda event: getattr(event, attribute), reverse=True)
-    return [{"name": event.key[:160], "ms_per_step": getattr(event, attribute) / 1000 / 3, "calls_per_step": event.count / 3}
-            for event in events[:count]]
 
 
 def main() -> None:

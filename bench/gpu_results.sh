@@ -8,7 +8,8 @@
 #   bench/gpu_results.sh galaxy simzoo-128 GPU IPC...   # the same on one GPU for the IPCs named only
 #   bench/gpu_results.sh speed GPU           # distill_speed --precision bf16, experts_profile, then experts_speed
 #                                            # (once cifar10-all-zca is prepared) with the fastest profiled setup
-#   bench/gpu_results.sh kernels GPU         # the expert-step profile with each way's top GPU kernels, whole-step graphs too
+#   bench/gpu_results.sh kernels GPU         # top GPU kernels of the expert-step ways (whole-step graphs too), then of
+#                                            # every distill_speed config
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
 #                                            # with the full-data baseline on B (A = B on a one-GPU machine)
@@ -122,9 +123,9 @@ case "${1:-}" in
     background prepare_cifar 0 bash -c "cifar_prepare cifar10-all-zca --val-fraction 0"
     ;;
   kernels)
-    background kernels "${2:?usage: $0 kernels GPU}" python3 "$HERE/experts_profile.py" --experts 10 --kernels 14 \
+    background kernels "${2:?usage: $0 kernels GPU}" bash -c "python3 $HERE/experts_profile.py --experts 10 --kernels 14 \
       --compiled-only --precisions bf16-full --compile-modes default reduce-overhead --whole-step-graph \
-      --out "$RESULTS/experts_kernels.json"
+      --out $RESULTS/experts_kernels.json; python3 $HERE/distill_speed.py --kernels 14 --out $RESULTS/distill_kernels.json"
     ;;
   speed)  # GPU: alone on that GPU, one after another, so that no timing shares it
     ready="until [ -f $WS/datasets/cifar10-all-zca/meta.json ]; do sleep 5; done"

@@ -225,21 +225,27 @@ def _way(row: dict) -> str:
 
 
 def kernels_table(path: Path) -> str:
-    """bench/experts_profile.py --kernels: how much of each way's step its most time-consuming GPU kernels fill
-    (the rest of the step is the host launching work), and the three largest."""
+    """--kernels of bench/experts_profile.py (per way of running an expert step) or bench/distill_speed.py (per
+    config's outer iteration): how much of the step its most time-consuming GPU kernels fill (the rest is the
+    host launching work), and the three largest."""
     record = json.loads(path.read_text())
+    distill = "configs" in record
+    described = (("config", "precision", "CUDA graphs") if distill
+                 else ("experts at once", "precision", "channels-last", "compiled (mode)"))
     lines = [f"`{path.name}` — {record.get('gpu')}, torch {record.get('torch')}, revision {record.get('git_revision', 'unknown')[:7]}",
-             "", *_header("experts at once", "precision", "channels-last", "compiled (mode)", "step ms",
-                          "kernels listed", "their GPU ms per step", "share of the step", "three largest (ms per step)")]
-    for row in record["rows"]:
+             "", *_header(*described, "step ms", "kernels listed", "their GPU ms per step", "share of the step",
+                          "three largest (ms per step)")]
+    for row in record["configs" if distill else "rows"]:
         kernels = row.get("top_kernels")
-        if not kernels or row["step_ms"] is None:
+        step_ms = row["s_per_iter"] * 1000 if distill and row.get("s_per_iter") else row.get("step_ms")
+        if not kernels or step_ms is None:
             continue
         busy = sum(kernel["ms_per_step"] for kernel in kernels)
         largest = "; ".join(f"{kernel['name'][:48]} ({kernel['ms_per_step']:.2f})" for kernel in kernels[:3])
-        lines.append(f"| {row['experts']} | {row['precision']} | {'yes' if row['channels_last'] else 'no'} | "
-                     f"{_way(row)} | {row['step_ms']:.1f} | {len(kernels)} | {busy:.1f} | "
-                     f"{busy / row['step_ms']:.2f} | {largest.replace('|', '/')} |")
+        way = ((row["name"], row.get("precision", "fp32"), "yes" if row.get("cuda_graphs") else "no") if distill
+               else (row["experts"], row["precision"], "yes" if row["channels_last"] else "no", _way(row)))
+        lines.append(f"| {' | '.join(map(str, way))} | {step_ms:.1f} | {len(kernels)} | {busy:.1f} | "
+                     f"{busy / step_ms:.2f} | {largest.replace('|', '/')} |")
     return "\n".join(lines)
 
 

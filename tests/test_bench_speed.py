@@ -1,0 +1,22 @@
+"""bench/distill_speed.py's measurement on a tiny config, on the CPU: timings, loss and the kernel list it records."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from distill_speed import measure  # noqa: E402
+
+
+def test_measure_times_outer_iterations_and_lists_the_largest_operators() -> None:
+    config = {"channels": 3, "resolution": 16, "classes": 2, "ipc": 2, "syn_steps": 2, "batch_syn": 4}
+    measured = measure(config, timed=2, device=torch.device("cpu"), chunk=None, cuda_graphs=False,
+                       network={"depth": 2, "width": 8, "norm": "instancenorm"}, kernels=3)
+    assert len(measured["times"]) == 2 and measured["s_per_iter"] > 0
+    assert measured["loss_last"] > 0 and not measured["cuda_graphs"] and measured["peak_mem_gib"] is None
+    assert len(measured["top_kernels"]) == 3
+    assert all(kernel["ms_per_step"] >= 0 and kernel["calls_per_step"] > 0 for kernel in measured["top_kernels"])
