@@ -129,20 +129,6 @@ def test_functional_forward_equals_module_forward_without_mutating_it(name: str)
     torch.testing.assert_close(flat_params.flatten(model), before, rtol=0, atol=0)
 
 
-def test_batched_forward_equals_a_loop_for_own_and_shared_batches() -> None:
-    flat_params = FlatParams(small_convnet())
-    generator = torch.Generator().manual_seed(2)
-    flats = torch.stack([flat_params.init_flat(generator) for _ in range(4)])
-    own = torch.randn(4, 6, 3, 16, 16, generator=generator)
-    shared = own[0]
-    torch.testing.assert_close(
-        flat_params.batched_forward(flats, own), torch.stack([flat_params.forward(f, x) for f, x in zip(flats, own, strict=True)])
-    )
-    torch.testing.assert_close(
-        flat_params.batched_forward(flats, shared), torch.stack([flat_params.forward(f, shared) for f in flats])
-    )
-
-
 def unrolled_loss(flat_params: FlatParams, start: torch.Tensor, synthetic: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Loss after two SGD steps on `synthetic`, the shape of the trajectory-matching inner loop."""
     flat = start
@@ -166,23 +152,6 @@ def test_second_order_gradient_through_sgd_steps_matches_finite_differences() ->
     finite_difference = (plus - minus) / (2 * step)
     assert gradient.abs().sum() > 0
     torch.testing.assert_close((gradient * direction).sum(), finite_difference.detach(), rtol=1e-5, atol=1e-9)
-
-
-def test_second_order_gradient_through_vmapped_experts_equals_the_loop() -> None:
-    flat_params = FlatParams(small_convnet())
-    generator = torch.Generator().manual_seed(6)
-    flats = torch.stack([flat_params.init_flat(generator) for _ in range(3)]).requires_grad_()
-    synthetic = torch.randn(5, 3, 16, 16, generator=generator, requires_grad=True)
-    labels = torch.tensor([0, 1, 2, 3, 4])
-
-    def meta_gradient(logits_of) -> torch.Tensor:
-        losses = F.cross_entropy(logits_of(flats).flatten(0, 1), labels.repeat(3), reduction="sum")
-        (step,) = torch.autograd.grad(losses, flats, create_graph=True)
-        return torch.autograd.grad((flats - 0.1 * step).square().sum(), synthetic)[0]
-
-    batched = meta_gradient(lambda f: flat_params.batched_forward(f, synthetic))
-    looped = meta_gradient(lambda f: torch.stack([flat_params.forward(row, synthetic) for row in f]))
-    torch.testing.assert_close(batched, looped)
 
 
 def test_init_flat_is_deterministic_and_drawn_like_the_default_init() -> None:

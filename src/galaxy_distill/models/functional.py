@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 
 from galaxy_distill.errors import GalaxyDistillError
 
@@ -81,16 +81,6 @@ class FlatParams:
     def forward(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Logits of the network with parameters `flat` (1-D) on images `x` [B, C, H, W]."""
         return functional_call(self.module, self.unflatten(flat), (x,))
-
-    def batched_forward(self, flats: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Logits [E, B, classes] of E networks `flats` [E, P] on their own batches `x` [E, B, C, H, W],
-        or all on one shared batch `x` [B, C, H, W], in one vectorised call."""
-        images_dim = 0 if x.dim() == 5 else None
-        if flats.device.type == "cpu":
-            # On CPU, vmap lowers convolutions to grouped convolutions that run ~20x slower
-            # than one ordinary convolution per network; GPUs gain from the single launch.
-            return torch.stack([self.forward(flat, x[e] if images_dim == 0 else x) for e, flat in enumerate(flats)])
-        return vmap(self.forward, in_dims=(0, images_dim))(flats, x)
 
     def init_flat(self, generator: torch.Generator) -> torch.Tensor:
         """A fresh parameter vector drawn like the modules' default initialisation, on the module's device.
