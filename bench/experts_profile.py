@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--timed", type=int, default=10)
     parser.add_argument("--compile-modes", nargs="+", default=[], metavar="MODE",
                         help="also time compiled steps in these torch.compile modes (a minute or more to compile each): "
-                        "default (what --compile trains with), reduce-overhead, max-autotune-no-cudagraphs, ...")
+                        "default, reduce-overhead (what --compile trains with), max-autotune-no-cudagraphs, ...")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "bf16-full"])
     parser.add_argument("--compiled-only", action="store_true", help="time only the compiled ways (--compile-modes)")
     parser.add_argument("--whole-step-graph", action="store_true",
@@ -97,9 +97,8 @@ def main() -> None:
                                                  device), 1, 3, device) / steps_per_epoch
         layouts = (False, True)
         ways = [] if args.compiled_only else [
-            (vectorized, precision, channels_last, None)
+            (vectorized, precision, channels_last, None, False)
             for vectorized, precision, channels_last in itertools.product((True, False), args.precisions, layouts)]
-        ways = [(*way, False) for way in ways]
         ways += [(False, precision, channels_last, mode, False)
                  for mode, precision, channels_last in itertools.product(args.compile_modes, args.precisions, layouts)]
         if args.whole_step_graph:
