@@ -224,6 +224,11 @@ def _way(row: dict) -> str:
     return f"{compiled} + step graph" if row.get("whole_step_graph") else compiled
 
 
+def _caption(path: Path, record: dict) -> str:
+    """The line above a per-file benchmark table: which file, GPU, torch and revision."""
+    return f"`{path.name}` — {record.get('gpu')}, torch {record.get('torch')}, revision {record.get('git_revision', 'unknown')[:7]}"
+
+
 def kernels_table(path: Path) -> str:
     """--kernels of bench/experts_profile.py (per way of running an expert step) or bench/distill_speed.py (per
     config's outer iteration): how much of the step its most time-consuming GPU kernels fill (the rest is the
@@ -232,9 +237,8 @@ def kernels_table(path: Path) -> str:
     distill = "configs" in record
     described = (("config", "precision", "CUDA graphs") if distill
                  else ("experts at once", "precision", "channels-last", "compiled (mode)"))
-    lines = [f"`{path.name}` — {record.get('gpu')}, torch {record.get('torch')}, revision {record.get('git_revision', 'unknown')[:7]}",
-             "", *_header(*described, "step ms", "kernels listed", "their GPU ms per step", "share of the step",
-                          "three largest (ms per step)")]
+    lines = [_caption(path, record), "", *_header(*described, "step ms", "kernels listed", "their GPU ms per step",
+                                                  "share of the step", "three largest (ms per step)")]
     for row in record["configs" if distill else "rows"]:
         kernels = row.get("top_kernels")
         step_ms = row["s_per_iter"] * 1000 if distill and row.get("s_per_iter") else row.get("step_ms")
@@ -252,8 +256,7 @@ def kernels_table(path: Path) -> str:
 def profile_table(path: Path) -> str:
     """bench/experts_profile.py: milliseconds per expert step for each way of running the stacked experts."""
     record = json.loads(path.read_text())
-    lines = [f"`{path.name}` — {record.get('gpu')}, torch {record.get('torch')}, revision {record.get('git_revision', 'unknown')[:7]}",
-             "", *_header("experts at once", "stacking", "precision", "channels-last", "compiled (mode)", "step ms",
+    lines = [_caption(path, record), "", *_header("experts at once", "stacking", "precision", "channels-last", "compiled (mode)", "step ms",
                           "augmentation ms", "ms per expert-step", "100 x 50 projected (min)", "peak GiB")]
     for row in sorted(record["rows"], key=lambda row: (row["experts"], row["ms_per_expert_step"] or float("inf"))):
         lines.append(f"| {row['experts']} | {row['stacking']} | {row['precision']} | {'yes' if row['channels_last'] else 'no'} | "
