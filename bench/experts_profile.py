@@ -6,7 +6,7 @@
 One step as `galaxy_distill.experts.train` takes it: E ConvNets (CIFAR-10 shape: 3 x 32 x 32,
 10 classes, depth 3, width 128, instance norm) each on its own batch, forward, cross-entropy,
 gradients w.r.t. the stacked parameters, SGD update. Every combination of stacking (vmap,
-loop), precision (--precisions) and channels-last is timed, and with --compile-modes the compiled
+loop), precision (--precisions) and layout (--layouts) is timed, and with --compile-modes the compiled
 loop at each precision and layout in each mode, and with --whole-step-graph the step recorded as one
 CUDA graph (3 warm-up, `--timed` timed steps,
 median) on random images; augmentation (one epoch's draw, then its per-step application) is
@@ -65,6 +65,8 @@ def main() -> None:
                         "default, reduce-overhead (what --compile trains with), max-autotune-no-cudagraphs, ...")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "bf16-full"])
     parser.add_argument("--compiled-only", action="store_true", help="time only the compiled ways (--compile-modes)")
+    parser.add_argument("--layouts", nargs="+", default=["nchw", "nhwc"], choices=["nchw", "nhwc"],
+                        help="image layouts to time (nhwc: channels-last)")
     parser.add_argument("--whole-step-graph", action="store_true",
                         help="also time each step recorded as one CUDA graph (ExpertStep.whole_step_graph), eager and in each "
                         "--compile-modes mode but reduce-overhead, at each precision and layout")
@@ -95,7 +97,7 @@ def main() -> None:
         augment_ms = median_ms(augmentation, 3, args.timed, device)
         draw_ms = median_ms(lambda: _epoch_draws(augment, experts, steps_per_epoch * args.batch, args.batch, 32, generator,
                                                  device), 1, 3, device) / steps_per_epoch
-        layouts = (False, True)
+        layouts = [layout == "nhwc" for layout in args.layouts]
         ways = [] if args.compiled_only else [
             (vectorized, precision, channels_last, None, False)
             for vectorized, precision, channels_last in itertools.product((True, False), args.precisions, layouts)]

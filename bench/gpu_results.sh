@@ -123,8 +123,9 @@ case "${1:-}" in
     background prepare_cifar 0 bash -c "cifar_prepare cifar10-all-zca --val-fraction 0"
     ;;
   kernels)
+    # reduce-overhead (what --compile trains with) was profiled before, at the same batch and precision.
     background kernels "${2:?usage: $0 kernels GPU}" bash -c "python3 $HERE/experts_profile.py --experts 10 --kernels 14 \
-      --compiled-only --precisions bf16-full --compile-modes default reduce-overhead --whole-step-graph \
+      --compiled-only --precisions bf16-full --layouts nchw --compile-modes default --whole-step-graph \
       --out $RESULTS/experts_kernels.json; python3 $HERE/distill_speed.py --kernels 14 --out $RESULTS/distill_kernels.json"
     ;;
   speed)  # GPU: alone on that GPU, one after another, so that no timing shares it
