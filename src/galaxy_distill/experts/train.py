@@ -31,7 +31,12 @@ from galaxy_distill.experts.settings import ExpertSettings
 from galaxy_distill.experts.store import MANIFEST_FILE, expert_file_name, parse_manifest
 from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.models.spec import ModelSpec
-from galaxy_distill.runtime import CapturedCall, configure_backends, resolve_device, seeded_generator
+from galaxy_distill.runtime import (
+    CapturedCall,
+    configure_backends,
+    resolve_device,
+    seeded_generator,
+)
 from galaxy_distill.store import (
     file_matches,
     read_json,
@@ -39,7 +44,6 @@ from galaxy_distill.store import (
     save_tensors,
     write_json,
 )
-
 
 COMPILE_MODE = "reduce-overhead"
 """torch.compile's mode for `ExpertSettings.compile`: fused kernels replayed as CUDA graphs on GPUs. A compiled
@@ -77,7 +81,8 @@ class ExpertStep:
     whole_step_graph: bool = False
     """Record the whole step (every network's forward, the backward) as one CUDA graph per batch shape and
     replay it: one launch a step instead of one per kernel, or per network and direction under
-    "reduce-overhead" (not combined with it). Measured only by bench/experts_profile.py so far."""
+    "reduce-overhead" (not combined with it). Each network runs on its own CUDA stream in the graph, so that
+    one network's small kernels overlap another's. Measured only by bench/experts_profile.py so far."""
 
     def __post_init__(self) -> None:
         if self.compile_mode is not None and self.vectorized:
@@ -88,6 +93,7 @@ class ExpertStep:
         self._network_loss = (self._one_network_loss if self.compile_mode is None
                               else torch.compile(self._one_network_loss, mode=self.compile_mode, dynamic=False))
         self._step_graphs: dict[tuple[int, ...], CapturedCall] = {}
+        self._streams: list[torch.cuda.Stream] = []
 
     def _logits(self, flat: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         if self.precision == "bf16-full":
@@ -121,6 +127,8 @@ class ExpertStep:
             torch.compiler.cudagraph_mark_step_begin()
         if self.vectorized:
             loss = torch.func.vmap(self._network_loss)(flats, images, labels).sum()
+        elif self.whole_step_graph:
+            loss = sum(self._concurrent_losses(flats, images, labels))
         else:
             # All forwards, then one backward: faster under CUDA graphs than a backward after each network
             # (measured: 10.5 against 13.9 ms for 10 networks at bf16-full, docs/performance.md).
@@ -128,6 +136,21 @@ class ExpertStep:
         loss = loss / labels.shape[1]
         (gradient,) = torch.autograd.grad(loss, flats)
         return gradient, loss.detach()
+
+    def _concurrent_losses(self, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+        """Each network's loss computed on a CUDA stream of its own; autograd runs a network's backward on the stream
+        of its forward, so in a captured graph the networks become parallel branches."""
+        while len(self._streams) < len(flats):
+            self._streams.append(torch.cuda.Stream(flats.device))
+        origin = torch.cuda.current_stream(flats.device)
+        losses = []
+        for stream, flat, x, y in zip(self._streams, flats, images, labels, strict=False):
+            stream.wait_stream(origin)
+            with torch.cuda.stream(stream):
+                losses.append(self._network_loss(flat, x, y))
+        for stream in self._streams[: len(flats)]:
+            origin.wait_stream(stream)
+        return losses
 
     @torch.no_grad()
     def accuracy(self, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, chunk: int = 2500) -> torch.Tensor:
