@@ -8,7 +8,7 @@ One step as `galaxy_distill.experts.train` takes it: E ConvNets (CIFAR-10 shape:
 gradients w.r.t. the stacked parameters, SGD update. Every combination of stacking (vmap,
 loop), precision (--precisions) and layout (--layouts) is timed, and with --compile-modes the compiled
 loop at each precision and layout in each mode, and with --whole-step-graph the step recorded as one
-CUDA graph (3 warm-up, `--timed` timed steps,
+CUDA graph, with and without a CUDA stream per network (3 warm-up, `--timed` timed steps,
 median) on random images; augmentation (one epoch's draw, then its per-step application) is
 timed apart. The projection scales the median to 100 experts x 50 epochs of 50,000 images.
 """
@@ -105,11 +105,13 @@ def main() -> None:
                  for mode, precision, channels_last in itertools.product(args.compile_modes, args.precisions, layouts)]
         if args.whole_step_graph:
             graph_modes = [None, *(mode for mode in args.compile_modes if mode != "reduce-overhead")]
-            ways += [(False, precision, channels_last, mode, True)
-                     for mode, precision, channels_last in itertools.product(graph_modes, args.precisions, layouts)]
-        for vectorized, precision, channels_last, compile_mode, whole_step_graph in ways:
+            ways += [(False, precision, channels_last, mode, True, streams) for mode, precision, channels_last, streams
+                     in itertools.product(graph_modes, args.precisions, layouts, (True, False))]
+        for vectorized, precision, channels_last, compile_mode, whole_step_graph, *streams in ways:
             state = {"flats": flats.clone()}
-            expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compile_mode, whole_step_graph)
+            network_streams = whole_step_graph and streams[0]
+            expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compile_mode, whole_step_graph,
+                                     network_streams)
 
             def step() -> None:
                 gradient, _ = expert_step(state["flats"], images, labels)
@@ -124,7 +126,8 @@ def main() -> None:
             per_expert = None if step_ms is None else (step_ms + augment_ms + draw_ms) / experts
             row = {"experts": experts, "batch": args.batch, "stacking": "vmap" if vectorized else "loop",
                    "precision": precision, "channels_last": channels_last, "compile": compile_mode is not None,
-                   "compile_mode": compile_mode, "whole_step_graph": whole_step_graph, "step_ms": step_ms,
+                   "compile_mode": compile_mode, "whole_step_graph": whole_step_graph, "network_streams": network_streams,
+                   "step_ms": step_ms,
                    "augment_ms": augment_ms, "draw_ms_per_step": draw_ms, "ms_per_expert_step": per_expert,
                    "projected_min_100x50": None if per_expert is None else per_expert * EXPERTS * EPOCHS * steps_per_epoch / 60_000,
                    "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
@@ -132,7 +135,7 @@ def main() -> None:
                 row["top_kernels"] = top_kernels(step, device, args.kernels)
             rows.append(row)
             print(f"E={experts:3d} {row['stacking']:4s} {precision} channels_last={channels_last!s:5s} compile={compile_mode or 'no'} "
-                  f"whole_step_graph={whole_step_graph} "
+                  f"whole_step_graph={whole_step_graph} network_streams={network_streams} "
                   f"step {step_ms if step_ms is None else round(step_ms, 2)} ms + augment {augment_ms:.2f} + draw "
                   f"{draw_ms:.2f} ms -> {per_expert if per_expert is None else round(per_expert, 3)} ms/expert-step, "
                   f"100x50 projected {row['projected_min_100x50'] if per_expert is None else round(row['projected_min_100x50'], 1)} min",

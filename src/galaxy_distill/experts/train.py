@@ -81,8 +81,10 @@ class ExpertStep:
     whole_step_graph: bool = False
     """Record the whole step (every network's forward, the backward) as one CUDA graph per batch shape and
     replay it: one launch a step instead of one per kernel, or per network and direction under
-    "reduce-overhead" (not combined with it). Each network runs on its own CUDA stream in the graph, so that
-    one network's small kernels overlap another's. Measured only by bench/experts_profile.py so far."""
+    "reduce-overhead" (not combined with it). Measured only by bench/experts_profile.py so far."""
+    network_streams: bool = True
+    """In a whole-step graph, each network on a CUDA stream of its own, so that one network's small kernels
+    overlap another's."""
 
     def __post_init__(self) -> None:
         if self.compile_mode is not None and self.vectorized:
@@ -127,7 +129,7 @@ class ExpertStep:
             torch.compiler.cudagraph_mark_step_begin()
         if self.vectorized:
             loss = torch.func.vmap(self._network_loss)(flats, images, labels).sum()
-        elif self.whole_step_graph:
+        elif self.whole_step_graph and self.network_streams:
             loss = sum(self._concurrent_losses(flats, images, labels))
         else:
             # All forwards, then one backward: faster under CUDA graphs than a backward after each network
