@@ -44,9 +44,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "experts_speed.json")
     args = parser.parse_args()
     if args.fastest_of is not None:
-        # Only ways ExpertSettings can train with: compiled in COMPILE_MODE, or not compiled; no whole-step graph.
+        # Only ways ExpertSettings can train with: not compiled, without graphs, or compiled in COMPILE_MODE as one
+        # graph with a stream per network (what --compile does on a GPU).
+        trainable = ({"compile_mode": None, "whole_step_graph": False, "network_streams": False},
+                     {"compile_mode": COMPILE_MODE, "whole_step_graph": True, "network_streams": True})
         fastest = min((row for row in read_json(args.fastest_of)["rows"] if row["ms_per_expert_step"] is not None
-                       and row.get("compile_mode") in (None, COMPILE_MODE) and not row.get("whole_step_graph")),
+                       and {key: row.get(key) for key in trainable[0]} in trainable),
                       key=lambda row: row["ms_per_expert_step"])
         args.parallel, args.stacking, args.precision, args.channels_last, args.compile = (
             fastest["experts"], fastest["stacking"], fastest["precision"], fastest["channels_last"], fastest["compile"])

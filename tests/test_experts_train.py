@@ -71,6 +71,8 @@ def test_compiled_expert_steps_give_the_eager_gradients():
         gradient, loss = compiled(flats, images, labels)
         torch.testing.assert_close(gradient, eager, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(loss, eager_loss)
+    scored = images[0], labels[0]
+    torch.testing.assert_close(compiled.accuracy(flats, *scored, chunk=4), ExpertStep(flat_view).accuracy(flats, *scored, chunk=4))
     with pytest.raises(GalaxyDistillError, match="one after another"):
         ExpertStep(flat_view, vectorized=True, compile_mode=COMPILE_MODE)
     with pytest.raises(ValueError, match="one after another"):

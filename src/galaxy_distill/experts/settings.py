@@ -31,8 +31,8 @@ class ExpertSettings(Settings):
         "(normalisation in float32), bf16-full casts parameters and images to bfloat16 so that every activation is "
         "bf16; either way the parameters, their updates and the loss stay float32")
     compile: bool = Field(False, description="torch.compile one network's step and run the experts one after another: "
-                          "fuses the normalisation, ReLU and pooling work and replays each step as a CUDA graph on GPUs "
-                          "(compiles for a minute first)")
+                          "fuses the normalisation, ReLU and pooling work; on GPUs the step of all experts is replayed as "
+                          "one CUDA graph, each expert on a stream of its own (compiles for a minute first)")
     channels_last: bool = Field(False, description="feed the networks channels-last (NHWC) batches, which GPU convolution "
                                 "kernels for bf16 prefer")
     seed: int = 0

@@ -45,10 +45,11 @@ from galaxy_distill.store import (
     write_json,
 )
 
-COMPILE_MODE = "reduce-overhead"
-"""torch.compile's mode for `ExpertSettings.compile`: fused kernels replayed as CUDA graphs on GPUs. A compiled
-network step is many small kernels, launched by the host more slowly than an H200 runs them
-(docs/performance.md: 2.609 ms per expert-step in the default mode, 1.125 with CUDA graphs, at bf16-full)."""
+COMPILE_MODE = "default"
+"""torch.compile's mode for `ExpertSettings.compile`. On GPUs the compiled step of all networks is then recorded as
+one CUDA graph, each network on a stream of its own (`ExpertStep.whole_step_graph`, `network_streams`): a step is
+many small kernels, launched by the host more slowly than an H200 runs them, and one network's kernels leave room
+for another's (docs/performance.md: this was the fastest way measured)."""
 
 
 def model_spec_for(settings: ExpertSettings, dataset: PreparedDataset) -> ModelSpec:
@@ -81,7 +82,7 @@ class ExpertStep:
     whole_step_graph: bool = False
     """Record the whole step (every network's forward, the backward) as one CUDA graph per batch shape and
     replay it: one launch a step instead of one per kernel, or per network and direction under
-    "reduce-overhead" (not combined with it). Measured only by bench/experts_profile.py so far."""
+    "reduce-overhead" (not combined with it). What `ExpertSettings.compile` trains with on GPUs."""
     network_streams: bool = True
     """In a whole-step graph, each network on a CUDA stream of its own, so that one network's small kernels
     overlap another's."""
@@ -94,6 +95,8 @@ class ExpertStep:
         # dynamic=False: the epoch's shorter last batch gets its own static graph instead of a symbolic-shape recompile.
         self._network_loss = (self._one_network_loss if self.compile_mode is None
                               else torch.compile(self._one_network_loss, mode=self.compile_mode, dynamic=False))
+        # Scoring is forward-only and outside any graph: fused kernels, no CUDA graphs of its own.
+        self._scoring_logits = self._logits if self.compile_mode is None else torch.compile(self._logits, dynamic=False)
         self._step_graphs: dict[tuple[int, ...], CapturedCall] = {}
         self._streams: list[torch.cuda.Stream] = []
 
@@ -156,14 +159,21 @@ class ExpertStep:
 
     @torch.no_grad()
     def accuracy(self, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, chunk: int = 2500) -> torch.Tensor:
-        """Accuracy [E] of each stacked network on the shared (images, labels), in the step's precision, uncompiled
-        (one network after another on large chunks: few enough launches, and no extra graph to compile)."""
+        """Accuracy [E] of each stacked network on the shared (images, labels), in the step's precision, compiled when
+        the step is (one network after another on large chunks: few enough launches)."""
         correct = torch.zeros(len(flats), device=flats.device)
         for index, flat in enumerate(flats):
             for start in range(0, len(images), chunk):
-                predicted = self._logits(flat, images[start : start + chunk]).argmax(-1)
+                predicted = self._scoring_logits(flat, images[start : start + chunk]).argmax(-1)
                 correct[index] += (predicted == labels[start : start + chunk]).sum()
         return correct / len(images)
+
+
+def _epoch_order(count: int, num_images: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Each expert's shuffle of the training images for one epoch, [count, num_images], copied without making the
+    host wait for the GPU's queued steps."""
+    order = torch.stack([torch.randperm(num_images, generator=generator) for _ in range(count)])
+    return order.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else order.to(device)
 
 
 def _epoch_draws(augment: DiffAugment, count: int, num_images: int, batch_size: int, image_size: int,
@@ -195,9 +205,14 @@ def _train_group(settings: ExpertSettings, step_gradients: ExpertStep, expert_id
     accuracy = torch.empty(count, settings.epochs)
     num_images = len(images)
     batch_size = min(settings.batch_size, num_images)
+
+    def shuffle_and_draws() -> tuple[torch.Tensor, list[AugmentDraw]]:
+        return (_epoch_order(count, num_images, generator, device),
+                _epoch_draws(augment, count, num_images, batch_size, images.shape[-1], generator, device))
+
+    upcoming = shuffle_and_draws()
     for epoch in range(settings.epochs):
-        order = torch.stack([torch.randperm(num_images, generator=generator) for _ in expert_ids]).to(device)
-        draws = _epoch_draws(augment, count, num_images, batch_size, images.shape[-1], generator, device)
+        order, draws = upcoming
         for step, start in enumerate(range(0, num_images, batch_size)):
             batch = order[:, start : start + batch_size]
             x = images[batch]
@@ -208,6 +223,9 @@ def _train_group(settings: ExpertSettings, step_gradients: ExpertStep, expert_id
                     gradient = gradient + settings.weight_decay * flats
                 velocity = settings.momentum * velocity + gradient
                 flats = flats - settings.lr * velocity
+        if epoch + 1 < settings.epochs:
+            # The next epoch's shuffle and augmentation (host work), drawn while the GPU still runs this epoch's steps.
+            upcoming = shuffle_and_draws()
         # Checked once an epoch, not every step: reading the loss makes the host wait for the GPU, and a
         # non-finite loss poisons the parameters, so the epoch's last loss shows any divergence within it.
         if not torch.isfinite(loss):
@@ -267,7 +285,8 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     # One step object for every group: a compiled step is compiled once, not once a group.
     step_gradients = ExpertStep(flat_view, settings.precision, settings.channels_last,
                                 vectorized=settings.stacking == "vmap",
-                                compile_mode=COMPILE_MODE if settings.compile else None)
+                                compile_mode=COMPILE_MODE if settings.compile else None,
+                                whole_step_graph=settings.compile and device.type == "cuda")
     groups = [list(range(g, min(g + settings.parallel, settings.num_experts))) for g in range(0, settings.num_experts, settings.parallel)]
     progress = tqdm(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
                     desc="experts (expert-epochs)", unit="ep", disable=distributed.progress_disabled())
