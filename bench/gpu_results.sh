@@ -123,7 +123,7 @@ case "${1:-}" in
     background prepare_cifar 0 bash -c "cifar_prepare cifar10-all-zca --val-fraction 0"
     ;;
   kernels)
-    # reduce-overhead (what --compile trains with) was profiled before, at the same batch and precision.
+    # default + whole-step graph with a stream per network is what --compile trains with on a GPU.
     background kernels "${2:?usage: $0 kernels GPU}" bash -c "python3 $HERE/experts_profile.py --experts 10 --kernels 14 \
       --compiled-only --precisions bf16-full --layouts nchw --compile-modes default --whole-step-graph \
       --out $RESULTS/experts_kernels.json; python3 $HERE/distill_speed.py --kernels 14 --out $RESULTS/distill_kernels.json"
@@ -132,7 +132,7 @@ case "${1:-}" in
     ready="until [ -f $WS/datasets/cifar10-all-zca/meta.json ]; do sleep 5; done"
     background speed "${2:?usage: $0 speed GPU}" bash -c "python3 $HERE/distill_speed.py --precision bf16 \
       --out $RESULTS/distill_speed_bf16.json; python3 $HERE/experts_profile.py --experts 10 --compiled-only \
-      --precisions fp32 bf16-full --compile-modes reduce-overhead --out $RESULTS/experts_profile.json; $ready; python3 $HERE/experts_speed.py --dataset cifar10-all-zca \
+      --precisions fp32 bf16-full --layouts nchw --compile-modes default --whole-step-graph --out $RESULTS/experts_profile.json; $ready; python3 $HERE/experts_speed.py --dataset cifar10-all-zca \
       --num-experts 100 --epochs 50 --fastest-of $RESULTS/experts_profile.json --out $RESULTS/experts_speed.json"
     ;;
   status)

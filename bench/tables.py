@@ -219,9 +219,12 @@ def _minutes_from_groups(stage: dict, settings: dict) -> float | None:
 
 def _way(row: dict) -> str:
     """A profile row's compilation: torch.compile's mode (profiles before modes were recorded: 'default') or 'no',
-    and '+ step graph' for a step recorded as one CUDA graph."""
+    and '+ step graph' for a step recorded as one CUDA graph ('+ step graph, streams' with a CUDA stream per network;
+    profiles before streams were recorded had none)."""
     compiled = row.get("compile_mode") or ("default" if row.get("compile") else "no")
-    return f"{compiled} + step graph" if row.get("whole_step_graph") else compiled
+    if not row.get("whole_step_graph"):
+        return compiled
+    return f"{compiled} + step graph, streams" if row.get("network_streams") else f"{compiled} + step graph"
 
 
 def _caption(path: Path, record: dict) -> str:

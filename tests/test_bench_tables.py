@@ -89,9 +89,14 @@ def test_profile_lists_the_ways_fastest_first(tmp_path: Path) -> None:
                 "step_ms": step_ms, "augment_ms": 0.5, "draw_ms_per_step": 0.5, "ms_per_expert_step": (step_ms + 1) / 10,
                 "projected_min_100x50": 1.0, "peak_mem_gib": 2.0}
     profile = tmp_path / "experts_profile.json"
-    profile.write_text(json.dumps({"gpu": "G", "torch": "t", "git_revision": "abcdef123", "rows": [row("vmap", 39.0), row("loop", 29.0)]}))
+    graphed = [{**row("loop", step_ms), "compile": True, "compile_mode": "default", "whole_step_graph": True,
+                "network_streams": streams} for step_ms, streams in ((8.0, True), (9.0, False))]
+    profile.write_text(json.dumps({"gpu": "G", "torch": "t", "git_revision": "abcdef123",
+                                   "rows": [row("vmap", 39.0), row("loop", 29.0), *graphed]}))
     rows = [line for line in tables("profile", str(profile)).splitlines() if line.startswith("| 10")]
-    assert rows == ["| 10 | loop | fp32 | no | no | 29.0 | 1.00 | 3.000 | 1.0 | 2.00 |",
+    assert rows == ["| 10 | loop | fp32 | no | default + step graph, streams | 8.0 | 1.00 | 0.900 | 1.0 | 2.00 |",
+                    "| 10 | loop | fp32 | no | default + step graph | 9.0 | 1.00 | 1.000 | 1.0 | 2.00 |",
+                    "| 10 | loop | fp32 | no | no | 29.0 | 1.00 | 3.000 | 1.0 | 2.00 |",
                     "| 10 | vmap | fp32 | no | no | 39.0 | 1.00 | 4.000 | 1.0 | 2.00 |"]
 
 
