@@ -140,15 +140,21 @@ def main() -> None:
         if ours["peak_mem_gib"] and config["peak_mem_gib"]:
             entry["memory_ratio"] = ours["peak_mem_gib"] / config["peak_mem_gib"]
         rows.append(entry)
+        # After every config, so that a run stopped early keeps what it measured.
+        write_record(args.out, run, rows, order=[config["name"] for config in reference["configs"]],
+                     cuda_graphs=not args.no_cuda_graphs)
         print(f"{entry['name']:18s} ours {ours['s_per_iter'] or float('nan'):7.3f} s/it {ours['peak_mem_gib'] or float('nan'):7.2f} GiB | "
               f"reference {config['s_per_iter'] or float('nan'):7.3f} s/it {config['peak_mem_gib'] or float('nan'):7.2f} GiB | "
               f"speed-up {entry.get('speedup', float('nan')):5.2f}x memory {entry.get('memory_ratio', float('nan')):5.3f}x", flush=True)
-    order = [config["name"] for config in reference["configs"]]
-    rows.sort(key=lambda row: order.index(row["name"]))
-    write_json(args.out, {"what": "galaxy_distill outer distillation iteration (reverse-mode matching, DSA single mode), "
-                                  "same configs as the reference", **run,
-                          "engine": "reverse-mode checkpointed matching", "cuda_graphs": not args.no_cuda_graphs, "configs": rows})
     print(f"wrote {args.out}")
+
+
+def write_record(path: Path, run: dict, rows: list[dict], order: list[str], cuda_graphs: bool) -> None:
+    """The rows so far, in the reference's config order, in the reference's schema."""
+    write_json(path, {"what": "galaxy_distill outer distillation iteration (reverse-mode matching, DSA single mode), "
+                              "same configs as the reference", **run,
+                      "engine": "reverse-mode checkpointed matching", "cuda_graphs": cuda_graphs,
+                      "configs": sorted(rows, key=lambda row: order.index(row["name"]))})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""bench/distill_speed.py's measurement on a tiny config, on the CPU: timings, loss and the kernel list it records."""
+"""bench/distill_speed.py on the CPU: a tiny config's timings, loss and kernel list, and the record it writes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from distill_speed import measure  # noqa: E402
+from distill_speed import measure, write_record  # noqa: E402
+
+from galaxy_distill.store import read_json  # noqa: E402
 
 
 def test_measure_times_outer_iterations_and_lists_the_largest_operators() -> None:
@@ -20,3 +22,10 @@ def test_measure_times_outer_iterations_and_lists_the_largest_operators() -> Non
     assert measured["loss_last"] > 0 and not measured["cuda_graphs"] and measured["peak_mem_gib"] is None
     assert len(measured["top_kernels"]) == 3
     assert all(kernel["ms_per_step"] >= 0 and kernel["calls_per_step"] > 0 for kernel in measured["top_kernels"])
+
+
+def test_the_record_keeps_the_reference_order_whatever_order_configs_were_measured_in(tmp_path: Path) -> None:
+    out = tmp_path / "distill_speed.json"
+    write_record(out, {"gpu": "G"}, [{"name": "b"}, {"name": "a"}], order=["a", "b", "c"], cuda_graphs=True)
+    record = read_json(out)
+    assert [row["name"] for row in record["configs"]] == ["a", "b"] and record["gpu"] == "G" and record["cuda_graphs"]
