@@ -10,6 +10,7 @@ import pytest
 import torch
 from shared_paths import GZ1_ROOT
 
+import galaxy_distill.experts.train as training
 from galaxy_distill.data.augment import DiffAugment
 from galaxy_distill.data.base import PrepareSettings
 from galaxy_distill.data.registry import prepare
@@ -146,3 +147,33 @@ def test_a_store_from_before_the_new_settings_resumes_and_other_settings_are_nam
     assert read_json(manifest_path)["experts"] == manifest["experts"]  # nothing trained again
     with pytest.raises(GalaxyDistillError, match="precision: 'fp32' there, 'bf16' now"):
         train_experts(settings.model_copy(update={"precision": "bf16"}), dataset, tmp_path / "experts")
+
+
+def test_groups_are_written_while_the_next_trains_and_a_failing_group_keeps_the_finished_ones(tmp_path, monkeypatch):
+    dataset = prepare(PrepareSettings(dataset="gz1-sdss", root=GZ1_ROOT, size=16, per_class=12), out_dir=tmp_path / "data")
+    settings = ExpertSettings(dataset=dataset.name, width=8, depth=2, epochs=1, batch_size=16, num_experts=3, parallel=1,
+                              device="cpu")
+    seen = []
+    manifest_path = train_experts(settings, dataset, tmp_path / "whole", on_round=lambda manifest: seen.append(
+        [entry["id"] for entry in manifest["experts"]]))
+    assert seen == [[0], [0, 1], [0, 1, 2]]
+
+    def untimed(path: Path) -> list[dict]:
+        return [{key: value for key, value in entry.items() if key != "group_seconds"} for entry in read_json(path)["experts"]]
+
+    whole = untimed(manifest_path)
+    train_group = training._train_group
+    calls = []
+
+    def fails_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise GalaxyDistillError("expert training diverged")
+        return train_group(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train_group", fails_third)
+    with pytest.raises(GalaxyDistillError, match="diverged"):
+        train_experts(settings, dataset, tmp_path / "broken")
+    assert untimed(tmp_path / "broken" / "experts.json") == whole[:2]  # both finished groups kept
+    monkeypatch.setattr(training, "_train_group", train_group)
+    assert untimed(train_experts(settings, dataset, tmp_path / "broken")) == whole
