@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16", "bf16-full"], default="fp32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--test-every", type=int, default=1, metavar="N",
+                        help="score the experts' test accuracy after every N-th epoch and the last (ExpertSettings.test_every)")
     parser.add_argument("--fastest-of", type=Path, metavar="PROFILE_JSON",
                         help="take --parallel, --stacking, --precision, --channels-last and --compile from the fastest row that "
                         "bench/experts_profile.py measured (at its default batch, 256, the experts' batch here)")
@@ -57,7 +59,8 @@ def main() -> None:
     dataset = load_prepared(args.dataset)
     settings = ExpertSettings(dataset=dataset.name, num_experts=args.num_experts, epochs=args.epochs,
                               parallel=args.parallel, stacking=args.stacking, precision=args.precision,
-                              channels_last=args.channels_last, compile=args.compile, device="auto")
+                              channels_last=args.channels_last, compile=args.compile, test_every=args.test_every,
+                              device="auto")
     base = {**environment(), "dataset": dataset.name, "settings": settings.model_dump(mode="json"),
             "augmentation": "DSA color_crop_cutout_flip_scale_rotate, single mode (MTT default)"}
 

@@ -188,7 +188,8 @@ def experts_table(paths: list[Path]) -> str:
     """Expert-training wall time, per expert-epoch and projected to 100 x 50: from the pipeline's experts stage
     or from bench/experts_speed.py (whose record of an unfinished run counts the experts done so far)."""
     lines = _header("dataset", "experts x epochs", "batch", "trained at once", "step", "wall s", "s per expert-epoch",
-                    "100 x 50 at this rate (min)", "100 x 50 from group times (min)", "final test accuracy %", "GPU")
+                    "100 x 50 at this rate (min)", "100 x 50 from group times (min)", "final test accuracy %",
+                    "test scored every (epochs)", "GPU")
     for path in paths:
         record = json.loads(path.read_text())
         stage = record["stages"]["experts"] if "stages" in record else record
@@ -203,7 +204,8 @@ def experts_table(paths: list[Path]) -> str:
         lines.append(f"| {record['dataset']} | {experts}{done} x {settings['epochs']} | {settings['batch_size']} | "
                      f"{settings['parallel']} | {step} | {stage['wall_s']:.1f} | {per_expert_epoch:.3f} | "
                      f"{100 * 50 * per_expert_epoch / 60:.1f} | {_fmt(_minutes_from_groups(stage, settings), 1)} | "
-                     f"{100 * stage['final_test_acc_mean']:.1f} ± {100 * stage['final_test_acc_std']:.1f} | {record.get('gpu')} |")
+                     f"{100 * stage['final_test_acc_mean']:.1f} ± {100 * stage['final_test_acc_std']:.1f} | "
+                     f"{settings.get('test_every', 1)} | {record.get('gpu')} |")
     return "\n".join(lines)
 
 

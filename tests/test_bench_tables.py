@@ -74,13 +74,14 @@ def test_experts_projects_an_unfinished_speed_record_from_the_experts_done_and_t
                                  "final_test_acc_mean": 0.8, "final_test_acc_std": 0.01}))
     row = [line for line in tables("experts", str(speed)).splitlines() if line.startswith("| toy")]
     # 300 s for 10 experts x 50 epochs: 0.6 s an expert-epoch, 50 min for 100 x 50; one group: no group projection.
-    assert row == ["| toy | 10 (of 100: unfinished) x 50 | 256 | 10 | loop, fp32, compiled | 300.0 | 0.600 | 50.0 | — | 80.0 ± 1.0 | G |"]
-    speed.write_text(json.dumps({"dataset": "toy", "gpu": "G", "settings": settings, "finished": False, "experts_done": 30,
+    assert row == ["| toy | 10 (of 100: unfinished) x 50 | 256 | 10 | loop, fp32, compiled | 300.0 | 0.600 | 50.0 | — | 80.0 ± 1.0 | 1 | G |"]
+    speed.write_text(json.dumps({"dataset": "toy", "gpu": "G", "settings": {**settings, "test_every": 10}, "finished": False,
+                                 "experts_done": 30,
                                  "wall_s": 360.0, "group_seconds": {"0": 150.0, "2": 110.0, "1": 100.0},
                                  "final_test_acc_mean": 0.8, "final_test_acc_std": 0.01}))
     row = [line for line in tables("experts", str(speed)).splitlines() if line.startswith("| toy")]
     # 360 s / 1500 expert-epochs: 20.0 min; the first group once, then 9 x the later groups' 105 s: 18.25 min.
-    assert row == ["| toy | 30 (of 100: unfinished) x 50 | 256 | 10 | loop, fp32, compiled | 360.0 | 0.240 | 20.0 | 18.2 | 80.0 ± 1.0 | G |"]
+    assert row == ["| toy | 30 (of 100: unfinished) x 50 | 256 | 10 | loop, fp32, compiled | 360.0 | 0.240 | 20.0 | 18.2 | 80.0 ± 1.0 | 10 | G |"]
 
 
 def test_profile_lists_the_ways_fastest_first(tmp_path: Path) -> None:

@@ -140,7 +140,7 @@ def test_a_store_from_before_the_new_settings_resumes_and_other_settings_are_nam
                               device="cpu")
     manifest_path = train_experts(settings, dataset, tmp_path / "experts")
     manifest = read_json(manifest_path)
-    for added_since in ("stacking", "precision", "compile", "channels_last"):
+    for added_since in ("stacking", "precision", "compile", "channels_last", "test_every"):
         del manifest["settings"][added_since]
     write_json(manifest_path, manifest)
     train_experts(settings, dataset, tmp_path / "experts")
@@ -177,3 +177,15 @@ def test_groups_are_written_while_the_next_trains_and_a_failing_group_keeps_the_
     assert untimed(tmp_path / "broken" / "experts.json") == whole[:2]  # both finished groups kept
     monkeypatch.setattr(training, "_train_group", train_group)
     assert untimed(train_experts(settings, dataset, tmp_path / "broken")) == whole
+
+
+def test_test_every_scores_the_named_epochs_and_the_last_and_leaves_the_trajectories_alone(tmp_path):
+    dataset = prepare(PrepareSettings(dataset="gz1-sdss", root=GZ1_ROOT, size=16, per_class=12), out_dir=tmp_path / "data")
+    settings = ExpertSettings(dataset=dataset.name, width=8, depth=2, epochs=5, batch_size=16, num_experts=2, parallel=2,
+                              device="cpu")
+    every = read_json(train_experts(settings, dataset, tmp_path / "every"))["experts"]
+    sparse = read_json(train_experts(settings.model_copy(update={"test_every": 2}), dataset, tmp_path / "sparse"))["experts"]
+    for scored_each, scored_some in zip(every, sparse, strict=True):
+        assert scored_some["sha256"] == scored_each["sha256"]  # scoring changes no trajectory
+        assert scored_some["test_accuracy"] == [None, scored_each["test_accuracy"][1], None, scored_each["test_accuracy"][3],
+                                                scored_each["test_accuracy"][4]]

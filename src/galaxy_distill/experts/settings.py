@@ -35,6 +35,8 @@ class ExpertSettings(Settings):
                           "one CUDA graph, each expert on a stream of its own (compiles for a minute first)")
     channels_last: bool = Field(False, description="feed the networks channels-last (NHWC) batches, which GPU convolution "
                                 "kernels for bf16 prefer")
+    test_every: int = Field(1, ge=1, description="score every expert's test accuracy after every N-th epoch and after the "
+                            "last (each scoring is a forward pass of every expert over the whole test split)")
     seed: int = 0
     device: str = "auto"
 

@@ -114,5 +114,6 @@ class ExpertStore:
             raise GalaxyDistillError(f"{self.directory}: epoch {epoch} outside the stored 0..{self.epochs}")
         return self._open(index).get_slice("trajectory")[epoch : epoch + 1][0]
 
-    def test_accuracy(self) -> list[list[float]]:
+    def test_accuracy(self) -> list[list[float | None]]:
+        """Each expert's test accuracy after each epoch; None for an epoch not scored (the last always is)."""
         return [entry["test_accuracy"] for entry in self.experts]

@@ -11,6 +11,7 @@ trained again, bit for bit.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -203,7 +204,7 @@ def _train_group(settings: ExpertSettings, step_gradients: ExpertStep, expert_id
     count = len(expert_ids)
     trajectory = torch.empty(count, settings.epochs + 1, flats.shape[1])
     trajectory[:, 0] = flats.cpu()
-    accuracy = torch.empty(count, settings.epochs)
+    accuracy = torch.full((count, settings.epochs), float("nan"))  # NaN: an epoch not scored (test_every)
     num_images = len(images)
     batch_size = min(settings.batch_size, num_images)
 
@@ -232,8 +233,9 @@ def _train_group(settings: ExpertSettings, step_gradients: ExpertStep, expert_id
         if not torch.isfinite(loss):
             raise GalaxyDistillError(f"expert training diverged (loss {float(loss.detach())}) in epoch {epoch + 1}; lower --lr")
         trajectory[:, epoch + 1] = flats.cpu()
-        accuracy[:, epoch] = step_gradients.accuracy(flats, *test).cpu()
-        progress.set_postfix(test_acc=f"{accuracy[:, epoch].mean():.3f}")
+        if (epoch + 1) % settings.test_every == 0 or epoch + 1 == settings.epochs:
+            accuracy[:, epoch] = step_gradients.accuracy(flats, *test).cpu()
+            progress.set_postfix(test_acc=f"{accuracy[:, epoch].mean():.3f}")
         progress.update(count)
     return trajectory, accuracy
 
@@ -302,7 +304,8 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
             digest = save_tensors(out_dir / file_name, {"trajectory": trajectory[position]})
             entries.append({
                 "id": expert_id, "file": file_name, "sha256": digest,
-                "test_accuracy": accuracy[position].tolist(), "group_seconds": seconds,
+                "test_accuracy": [None if math.isnan(value) else value for value in accuracy[position].tolist()],
+                "group_seconds": seconds,
             })
         return entries
 
