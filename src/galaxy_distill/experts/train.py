@@ -321,8 +321,8 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
                 on_round(manifest)
 
     distributed.barrier()  # no rank writes before rank 0 has cleaned the store
-    # A group's files are written while the next group trains (a group of 10 CIFAR-10 experts x 50 epochs is
-    # 650 MB, seconds of writing and hashing); the manifest lists them one round later.
+    # A group's files are written while the next group trains (ten CIFAR-10 experts of 50 epochs are hundreds of MB:
+    # seconds of writing and hashing); the manifest lists them one round later.
     with ThreadPoolExecutor(max_workers=1) as writer:
         previous: list[Future | None] = []  # the last round's writing (None where this rank had no group)
         for expert_ids in distributed.rounds(pending):
