@@ -10,6 +10,7 @@
 #                                            # (once cifar10-all-zca is prepared) with the fastest profiled setup
 #   bench/gpu_results.sh kernels GPU         # top GPU kernels of the expert-step ways (whole-step graphs too), then of
 #                                            # every distill_speed config
+#   bench/gpu_results.sh experts GPU         # cifar10-all-zca from $CIFAR_ROOT, then the timed 100 x 50 experts there
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
 #                                            # with the full-data baseline on B (A = B on a one-GPU machine)
@@ -84,11 +85,16 @@ cifar_experts() {  # the experts that every CIFAR-10 distillation here shares
     --out "$RESULTS/cifar10_experts.json"
 }
 
+experts_speed() {  # the timed 100 x 50 CIFAR-10 experts (docs/performance.md), on a prepared cifar10-all-zca
+  python3 "$HERE/experts_speed.py" --dataset cifar10-all-zca --num-experts 100 --epochs 50 --parallel 10 --compile \
+    --precision bf16-full --test-every 10 --out "$RESULTS/experts_speed.json"
+}
+
 cifar_experts_ready() {
   until [ -f "$RESULTS/cifar10_experts.json" ]; do sleep 5; done
 }
 
-export -f cifar_run cifar_prepare cifar_experts cifar_experts_ready galaxy_chain
+export -f cifar_run cifar_prepare cifar_experts experts_speed cifar_experts_ready galaxy_chain
 
 case "${1:-}" in
   cifar50)
@@ -101,9 +107,7 @@ case "${1:-}" in
   cifar)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
     # The timed experts train on all 50,000 training images, as in MTT; the distillation runs hold out 5,000 for validation.
-    background experts_speed 0 bash -c "cifar_prepare cifar10-all-zca --val-fraction 0 && python3 $HERE/experts_speed.py \
-      --dataset cifar10-all-zca --num-experts 100 --epochs 50 --parallel 10 --compile --precision bf16-full \
-      --out $RESULTS/experts_speed.json"
+    background experts_speed 0 bash -c "cifar_prepare cifar10-all-zca --val-fraction 0 && experts_speed"
     background cifar10_experts 3 bash -c cifar_experts
     for job in "1 stm 3" "1 mtt 3" "10 stm 3" "10 mtt 3" "50 stm 1" "50 mtt 3"; do
       set -- $job
@@ -117,6 +121,10 @@ case "${1:-}" in
       *) echo "usage: $0 galaxy gz1-128|simzoo-128 [GPU IPC...]" >&2; exit 2 ;;
     esac
     background "$2" "${3:-$gpu}" bash -c "galaxy_chain $2 ${args[*]} ${*:4}"
+    ;;
+  experts)
+    : "${CIFAR_ROOT:?set CIFAR_ROOT}"
+    background experts_speed "${2:?usage: $0 experts GPU}" bash -c "cifar_prepare cifar10-all-zca --val-fraction 0 && experts_speed"
     ;;
   prepare-cifar)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
