@@ -51,7 +51,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def measure(config: dict, timed: int, device: torch.device, chunk: int | None, cuda_graphs: bool,
-            network: dict = NETWORK, shard: Shard = Shard(), bf16: bool = False, kernels: int = 0) -> dict:
+            network: dict = NETWORK, shard: Shard = Shard(), bf16: bool = False, kernels: int = 0,
+            compiled: bool = False) -> dict:
     """Median seconds of one outer iteration (2 warm-up, `timed` timed) and peak GPU memory; with `kernels`,
     also the iteration's most time-consuming GPU kernels (torch.profiler, 3 more iterations)."""
     torch.manual_seed(0)
@@ -68,7 +69,7 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
     pixel_optimizer = torch.optim.SGD([images], lr=1000.0, momentum=0.5)
     step_optimizer = torch.optim.Adam([log_step], lr=0.01)
     inner = InnerLoop(flat_view, config["syn_steps"], min(config["batch_syn"], count), DiffAugment(), chunk_size=chunk,
-                      cuda_graphs=cuda_graphs, shard=shard, bf16=bf16)
+                      cuda_graphs=cuda_graphs, shard=shard, bf16=bf16, compile=compiled)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     def outer_iteration() -> torch.Tensor:
@@ -89,7 +90,7 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
         if iteration >= 2:
             times.append(time.perf_counter() - began)
     measured = {"s_per_iter": statistics.median(times), "times": times, "batch_chunk": chunk, "loss_last": float(loss),
-                "cuda_graphs": inner.replays_graphs(images), "precision": "bf16" if bf16 else "fp32",
+                "cuda_graphs": inner.replays_graphs(images), "precision": "bf16" if bf16 else "fp32", "compiled": compiled,
                 "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
     if kernels:
         measured["top_kernels"] = top_kernels(outer_iteration, device, kernels)
@@ -103,6 +104,8 @@ def main() -> None:
     parser.add_argument("--no-cuda-graphs", action="store_true", help="eager inner loop (for comparison)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: the student's forward under bfloat16 autocast (DistillSettings.precision)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the student's steps (DistillSettings.compile); the warm-up iterations compile")
     parser.add_argument("--kernels", type=int, default=0, metavar="N",
                         help="also record each config's N most time-consuming GPU kernels (torch.profiler, 3 iterations)")
     parser.add_argument("--append", action="store_true",
@@ -126,7 +129,7 @@ def main() -> None:
             continue
         try:
             ours = measure(config, args.timed, device, chunk_for(config), not args.no_cuda_graphs, bf16=args.precision == "bf16",
-                           kernels=args.kernels)
+                           kernels=args.kernels, compiled=args.compile)
         except torch.cuda.OutOfMemoryError:
             ours = {"s_per_iter": None, "peak_mem_gib": None, "note": "out of memory"}
         except RuntimeError as exc:

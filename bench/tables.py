@@ -66,9 +66,13 @@ def speed_table(path: Path) -> str:
         lines.append(f"| {row['name']} | {_fmt(row.get('s_per_iter'))} | {_fmt(row.get('reference_s_per_iter'))} | "
                      f"{_fmt(row.get('speedup'), 2)}x | {_fmt(row.get('peak_mem_gib'), 2)} | "
                      f"{_fmt(row.get('reference_peak_mem_gib'), 1)} | {_fmt(row.get('memory_ratio'), 3)} | {row.get('batch_chunk') or '—'} | "
-                     f"{row.get('precision', 'fp32')} | "
-                     f"{(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
+                     f"{_distill_way(row)} | {(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
     return "\n".join(lines)
+
+
+def _distill_way(row: dict) -> str:
+    """A distill_speed row's arithmetic: its precision, and ', compiled' for compiled student steps."""
+    return f"{row.get('precision', 'fp32')}{', compiled' if row.get('compiled') else ''}"
 
 
 def distributed_table(path: Path) -> str:
@@ -251,7 +255,7 @@ def kernels_table(path: Path) -> str:
             continue
         busy = sum(kernel["ms_per_step"] for kernel in kernels)
         largest = "; ".join(f"{kernel['name'][:48]} ({kernel['ms_per_step']:.2f})" for kernel in kernels[:3])
-        way = ((row["name"], row.get("precision", "fp32"), "yes" if row.get("cuda_graphs") else "no") if distill
+        way = ((row["name"], _distill_way(row), "yes" if row.get("cuda_graphs") else "no") if distill
                else (row["experts"], row["precision"], "yes" if row["channels_last"] else "no", _way(row)))
         lines.append(f"| {' | '.join(map(str, way))} | {step_ms:.1f} | {len(kernels)} | {busy:.1f} | "
                      f"{busy / step_ms:.2f} | {largest.replace('|', '/')} |")

@@ -16,9 +16,10 @@ from galaxy_distill.runtime import seeded_generator
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.mark.parametrize("bf16", [False, True])
-@pytest.mark.parametrize("chunk_size", [None, 4])
-def test_graphed_steps_equal_eager_steps(chunk_size, bf16):
+@pytest.mark.parametrize(("chunk_size", "bf16", "compile"),
+                         [(None, False, False), (None, True, False), (4, False, False), (4, True, False), (4, False, True)])
+def test_graphed_steps_equal_eager_steps(chunk_size, bf16, compile):
+    """Graphed steps (compiled or not) against the plain eager loop."""
     torch.backends.cudnn.deterministic = True
     device = torch.device("cuda")
     flat_view = FlatParams(build_model("convnet", 3, 4, 32, width=32).to(device))
@@ -27,8 +28,9 @@ def test_graphed_steps_equal_eager_steps(chunk_size, bf16):
     target = start + 0.01 * torch.randn(start.shape, generator=generator).to(device)
     images = torch.randn(12, 3, 32, 32, generator=generator).to(device)
     labels = torch.arange(4, device=device).repeat_interleave(3)
-    graphed = InnerLoop(flat_view, steps=6, batch_size=8, augment=DiffAugment(), chunk_size=chunk_size, bf16=bf16)
-    eager = dataclasses.replace(graphed, cuda_graphs=False, _graph_cache={})
+    graphed = InnerLoop(flat_view, steps=6, batch_size=8, augment=DiffAugment(), chunk_size=chunk_size, bf16=bf16,
+                        compile=compile)
+    eager = dataclasses.replace(graphed, cuda_graphs=False, compile=False, _graph_cache={}, _compiled={})
     alpha = torch.tensor(0.01, device=device)
     for seed in range(3):  # several draws: every augmentation op gets its own graph
         fast = graphed.loss_and_gradients(images, labels, alpha, start, target, seeded_generator(seed))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import sysconfig
 from pathlib import Path
 
 import pytest
 import torch
+from compile_support import CAN_COMPILE_ON_CPU
 from shared_paths import GZ1_ROOT
 
 import galaxy_distill.experts.train as training
@@ -60,7 +59,6 @@ def test_bf16_expert_gradients_follow_fp32(precision):
     torch.testing.assert_close(approximate_loss, exact_loss, rtol=2e-2, atol=0)
 
 
-CAN_COMPILE_ON_CPU = (shutil.which("g++") or shutil.which("c++")) and (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file()
 
 
 @pytest.mark.skipif(not CAN_COMPILE_ON_CPU, reason="torch.compile on CPU needs a C++ compiler and Python's headers")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 import torch.nn.functional as F
+from compile_support import CAN_COMPILE_ON_CPU
 
 from galaxy_distill.data.augment import DiffAugment
 from galaxy_distill.distill.matching import InnerLoop
@@ -101,3 +105,26 @@ def test_bf16_autocast_gradients_agree_with_float32_unrolled_within_stated_toler
     assert (result.images - pixels.grad).norm() <= 0.1 * pixels.grad.norm()
     torch.testing.assert_close(result.step_size, alpha.grad, rtol=2e-2, atol=0)
     assert not torch.equal(result.images, pixels.grad)  # bf16 really ran
+
+
+@pytest.mark.skipif(not CAN_COMPILE_ON_CPU, reason="torch.compile on CPU needs a C++ compiler and Python's headers")
+def test_compiled_steps_give_the_uncompiled_gradients_for_every_augmentation_op():
+    """One compiled gradient and one compiled pullback serve every augmentation op (the augmentation stays uncompiled);
+    chunks of two sizes (4 and the remaining 2) each get their kernels."""
+    flat_view = FlatParams(build_model("convnet", 3, 5, 16, depth=2, width=16))
+    generator = seeded_generator(1)
+    start = flat_view.init_flat(generator)
+    target = start + 0.01 * torch.randn(start.shape, generator=generator)
+    images = torch.randn(10, 3, 16, 16, generator=generator)
+    labels = torch.arange(5).repeat_interleave(2)
+    plain = InnerLoop(flat_view, steps=4, batch_size=10, augment=DiffAugment(), chunk_size=4)
+    compiled = dataclasses.replace(plain, compile=True, _compiled={})
+    for seed in range(2):
+        expected = plain.loss_and_gradients(images, labels, torch.tensor(0.01), start, target, seeded_generator(seed))
+        result = compiled.loss_and_gradients(images, labels, torch.tensor(0.01), start, target, seeded_generator(seed))
+        torch.testing.assert_close(result.loss, expected.loss, rtol=1e-5, atol=0)
+        torch.testing.assert_close(result.images, expected.images, rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(result.step_size, expected.step_size, rtol=1e-4, atol=0)
+        probe = compiled.probe_loss(images, labels, torch.tensor(0.01), start, target, seeded_generator(seed))
+        torch.testing.assert_close(probe, expected.loss, rtol=1e-5, atol=0)
+    assert set(compiled._compiled) == {"_loss_gradient", "_gradient_pullback"}

@@ -81,7 +81,12 @@ class InnerLoop:
     """Run the student network's forward (and so its backward) under bfloat16 autocast: faster matrix work on
     GPUs with bf16 units; parameters, augmentation, losses and every gradient stay float32. Agreement with the
     float32 unrolled gradients is tested to a stated tolerance (tests/test_matching.py)."""
+    compile: bool = False
+    """torch.compile the network's part of each step (its gradient, and the Hessian-vector and mixed products of the
+    backward pass) into fused kernels; the augmentation stays uncompiled, so one compiled function serves every
+    augmentation op. Inside CUDA graphs where those are used."""
     _graph_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    _compiled: dict = field(default_factory=dict, compare=False, repr=False)
 
     def draw_batches(self, num_images: int, generator: torch.Generator) -> torch.Tensor:
         """Indices (steps, batch) walking through shuffled passes over the synthetic set, as MTT does."""
@@ -100,14 +105,29 @@ class InnerLoop:
         size = self.chunk_size or max(1, last - first)
         return [slice(start, min(start + size, last)) for start in range(first, last, size)]
 
-    def _batch_loss(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw,
-                    rows: slice) -> torch.Tensor:
-        """Sum over `rows` of the per-image loss, divided by the whole batch size (so chunks add up to the mean)."""
-        part = AugmentDraw(draw.ops, draw.params[:, rows], draw.image_size, draw.cutout_size)
-        augmented = self.augment.apply(images, part)
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+    def _augmented(self, images: torch.Tensor, draw: AugmentDraw, rows: slice) -> torch.Tensor:
+        return self.augment.apply(images, AugmentDraw(draw.ops, draw.params[:, rows], draw.image_size, draw.cutout_size))
+
+    def _network_loss(self, theta: torch.Tensor, augmented: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Sum of the per-image loss, divided by the whole batch size (so chunks add up to the mean)."""
+        with torch.autocast(augmented.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.flat_view.forward(theta, augmented)
         return F.cross_entropy(logits.to(theta.dtype), labels, reduction="sum") / self.batch_size
+
+    def _batch_loss(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw,
+                    rows: slice) -> torch.Tensor:
+        return self._network_loss(theta, self._augmented(images, draw, rows), labels)
+
+    def _loss_gradient(self, theta: torch.Tensor, augmented: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """g = d(loss)/d(theta) on an augmented chunk."""
+        return torch.func.grad(self._network_loss)(theta, augmented, labels)
+
+    def _gradient_pullback(self, theta: torch.Tensor, augmented: torch.Tensor, labels: torch.Tensor, adjoint: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(g, H adjoint, (dg/d augmented)^T adjoint) on an augmented chunk: the Hessian-vector and mixed products."""
+        gradient, pullback = torch.func.vjp(functools.partial(self._loss_gradient, labels=labels), theta, augmented)
+        hessian_vector, augmented_grad = pullback(adjoint)
+        return gradient, hessian_vector, augmented_grad
 
     def unrolled_loss(self, images: torch.Tensor, labels: torch.Tensor, step_size: torch.Tensor, start: torch.Tensor,
                       target: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -123,12 +143,20 @@ class InnerLoop:
             student = student - step_size * gradient
         return (student - target).pow(2).sum() / (start - target).pow(2).sum()
 
+    def _network_part(self, name: str):
+        """The method `name`, compiled once (shapes fixed: a chunk of another size gets its own kernels) if `compile`."""
+        if not self.compile:
+            return getattr(self, name)
+        if name not in self._compiled:
+            self._compiled[name] = torch.compile(getattr(self, name), dynamic=False)
+        return self._compiled[name]
+
     def _gradient(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
-        theta = theta.detach().requires_grad_(True)
+        theta = theta.detach()
+        loss_gradient = self._network_part("_loss_gradient")
         total = torch.zeros_like(theta)
         for rows in self._chunks():
-            loss = self._batch_loss(theta, images[rows], labels[rows], draw, rows)
-            total += torch.autograd.grad(loss, theta)[0]
+            total += loss_gradient(theta, self._augmented(images[rows], draw, rows), labels[rows])
         return self.shard.sum(total)
 
     def _one_step_draw(self, ops: tuple[str, ...], params: torch.Tensor, image_size: int) -> AugmentDraw:
@@ -144,19 +172,22 @@ class InnerLoop:
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(adjoint of the step's input, dL/d(selected images), g^T adjoint) for one step."""
         draw = self._one_step_draw(ops, params, images.shape[-1])
-        theta = theta.detach().requires_grad_(True)
+        theta = theta.detach()
         selected = images[indices].requires_grad_(True)
         chosen_labels = labels[indices]
         hessian_vector = torch.zeros_like(theta)
         selected_grad = torch.zeros_like(selected)
         gradient_dot_adjoint = torch.zeros((), device=theta.device, dtype=theta.dtype)
+        gradient_pullback = self._network_part("_gradient_pullback")
         for rows in self._chunks():
-            loss = self._batch_loss(theta, selected[rows], chosen_labels[rows], draw, rows)
-            (gradient,) = torch.autograd.grad(loss, theta, create_graph=True)
-            mixed_theta, mixed_images = torch.autograd.grad(gradient, (theta, selected), grad_outputs=adjoint)
+            # The network's part by torch.func, then the augmentation's own backward: the augmentation stays
+            # outside what is compiled, so one compiled function serves every augmentation op.
+            augmented = self._augmented(selected[rows], draw, rows)
+            gradient, mixed_theta, augmented_grad = gradient_pullback(theta, augmented.detach(), chosen_labels[rows], adjoint)
+            (mixed_images,) = torch.autograd.grad(augmented, selected, grad_outputs=augmented_grad)
             hessian_vector += mixed_theta
             selected_grad += mixed_images
-            gradient_dot_adjoint += gradient.detach() @ adjoint
+            gradient_dot_adjoint += gradient @ adjoint
         if self.shard.size > 1:
             reduced = self.shard.sum(torch.cat([hessian_vector, gradient_dot_adjoint.view(1)]))
             hessian_vector, gradient_dot_adjoint = reduced[:-1], reduced[-1]

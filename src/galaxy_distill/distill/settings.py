@@ -29,6 +29,8 @@ class DistillSettings(Settings):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="the student network's arithmetic: bf16 runs its forward under bfloat16 autocast (faster on "
         "GPUs with bf16 units; pixel gradients agree with fp32 to cosine >= 0.99, see docs/performance.md)")
+    compile: bool = Field(False, description="torch.compile the student network's part of each inner step (fused "
+                          "kernels, inside the CUDA graphs where those run; compiles for a minute or more first)")
     init: Literal["real", "noise"] = "real"
     lr_img: float = Field(100.0, gt=0)
     momentum_img: float = Field(0.5, ge=0, lt=1)
