@@ -11,6 +11,7 @@
 #   bench/gpu_results.sh kernels GPU         # top GPU kernels of the expert-step ways (whole-step graphs too), then of
 #                                            # every distill_speed config
 #   bench/gpu_results.sh experts GPU         # cifar10-all-zca from $CIFAR_ROOT, then the timed 100 x 50 experts there
+#   bench/gpu_results.sh distill-compiled GPU [CONFIG...]   # distill_speed --compile (all nine configs, or those named)
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
 #                                            # with the full-data baseline on B (A = B on a one-GPU machine)
@@ -125,6 +126,13 @@ case "${1:-}" in
   experts)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
     background experts_speed "${2:?usage: $0 experts GPU}" bash -c "cifar_prepare cifar10-all-zca --val-fraction 0 && experts_speed"
+    ;;
+  distill-compiled)  # GPU [CONFIG...]: distill_speed with compiled student steps (each config compiles for a minute or more)
+    gpu=${2:?usage: $0 distill-compiled GPU [CONFIG...]}
+    shift 2
+    configs=()
+    [ $# -gt 0 ] && configs=(--configs "$@")
+    background distill_compiled "$gpu" python3 "$HERE/distill_speed.py" --compile "${configs[@]}" --out "$RESULTS/distill_speed_compiled.json"
     ;;
   prepare-cifar)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
