@@ -1,8 +1,8 @@
 """Train expert networks on real data and store their parameter trajectories.
 
-Experts are trained `parallel` at a time as one stacked parameter tensor through
-`torch.func.vmap`, so a GPU runs many small networks per kernel launch. A group of
-experts shares one random stream (shuffles, augmentation); an expert is thus defined
+Experts are trained `parallel` at a time as one stacked parameter tensor, one network after
+another (or all in one `torch.func.vmap` call); compiled on a GPU, a step of all of them replays
+as one CUDA graph, each network on a stream of its own. A group of experts shares one random stream (shuffles, augmentation); an expert is thus defined
 by (seed, group). Running the command again on the same --out resumes: experts whose
 files are intact (by checksum) are kept, and only unfinished or damaged groups are
 trained again, bit for bit.
