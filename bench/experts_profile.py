@@ -62,7 +62,8 @@ def main() -> None:
     parser.add_argument("--timed", type=int, default=10)
     parser.add_argument("--compile-modes", nargs="+", default=[], metavar="MODE",
                         help="also time compiled steps in these torch.compile modes (a minute or more to compile each): "
-                        "default, reduce-overhead (what --compile trains with), max-autotune-no-cudagraphs, ...")
+                        "default (what --compile trains with, inside a whole-step graph on GPUs: add --whole-step-graph), reduce-overhead, "
+                        "max-autotune-no-cudagraphs, ...")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "bf16-full"])
     parser.add_argument("--compiled-only", action="store_true", help="time only the compiled ways (--compile-modes)")
     parser.add_argument("--layouts", nargs="+", default=["nchw", "nhwc"], choices=["nchw", "nhwc"],
@@ -99,17 +100,16 @@ def main() -> None:
                                                  device), 1, 3, device) / steps_per_epoch
         layouts = [layout == "nhwc" for layout in args.layouts]
         ways = [] if args.compiled_only else [
-            (vectorized, precision, channels_last, None, False)
+            (vectorized, precision, channels_last, None, False, False)
             for vectorized, precision, channels_last in itertools.product((True, False), args.precisions, layouts)]
-        ways += [(False, precision, channels_last, mode, False)
+        ways += [(False, precision, channels_last, mode, False, False)
                  for mode, precision, channels_last in itertools.product(args.compile_modes, args.precisions, layouts)]
         if args.whole_step_graph:
             graph_modes = [None, *(mode for mode in args.compile_modes if mode != "reduce-overhead")]
             ways += [(False, precision, channels_last, mode, True, streams) for mode, precision, channels_last, streams
                      in itertools.product(graph_modes, args.precisions, layouts, (True, False))]
-        for vectorized, precision, channels_last, compile_mode, whole_step_graph, *streams in ways:
+        for vectorized, precision, channels_last, compile_mode, whole_step_graph, network_streams in ways:
             state = {"flats": flats.clone()}
-            network_streams = whole_step_graph and streams[0]
             expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compile_mode, whole_step_graph,
                                      network_streams)
 

@@ -180,8 +180,7 @@ class InnerLoop:
         gradient_dot_adjoint = torch.zeros((), device=theta.device, dtype=theta.dtype)
         gradient_pullback = self._network_part("_gradient_pullback")
         for rows in self._chunks():
-            # The network's part by torch.func, then the augmentation's own backward: the augmentation stays
-            # outside what is compiled, so one compiled function serves every augmentation op.
+            # The augmentation's backward apart from the network's (see `compile`).
             augmented = self._augmented(selected[rows], draw, rows)
             gradient, mixed_theta, augmented_grad = gradient_pullback(theta, augmented.detach(), chosen_labels[rows], adjoint)
             (mixed_images,) = torch.autograd.grad(augmented, selected, grad_outputs=augmented_grad)
