@@ -83,8 +83,9 @@ class InnerLoop:
     float32 unrolled gradients is tested to a stated tolerance (tests/test_matching.py)."""
     compile: bool = False
     """torch.compile the network's part of each step (its gradient, and the Hessian-vector and mixed products of the
-    backward pass) into fused kernels; the augmentation stays uncompiled, so one compiled function serves every
-    augmentation op. Inside CUDA graphs where those are used."""
+    backward pass) into fused kernels, inside CUDA graphs where those are used. Written with torch.func for this
+    (autograd's double backward cannot be compiled; uncompiled, torch.func was slower than autograd on a CPU). The
+    augmentation stays uncompiled and is differentiated apart, so one compiled function serves every augmentation op."""
     _graph_cache: dict = field(default_factory=dict, compare=False, repr=False)
     _compiled: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -119,7 +120,7 @@ class InnerLoop:
         return self._network_loss(theta, self._augmented(images, draw, rows), labels)
 
     def _loss_gradient(self, theta: torch.Tensor, augmented: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """g = d(loss)/d(theta) on an augmented chunk."""
+        """g = d(loss)/d(theta) on an augmented chunk (the compiled steps' form)."""
         return torch.func.grad(self._network_loss)(theta, augmented, labels)
 
     def _gradient_pullback(self, theta: torch.Tensor, augmented: torch.Tensor, labels: torch.Tensor, adjoint: torch.Tensor
@@ -143,20 +144,23 @@ class InnerLoop:
             student = student - step_size * gradient
         return (student - target).pow(2).sum() / (start - target).pow(2).sum()
 
-    def _network_part(self, name: str):
-        """The method `name`, compiled once (shapes fixed: a chunk of another size gets its own kernels) if `compile`."""
-        if not self.compile:
-            return getattr(self, name)
+    def _compiled_part(self, name: str):
+        """The method `name` compiled, once (shapes fixed: a chunk of another size gets its own kernels)."""
         if name not in self._compiled:
             self._compiled[name] = torch.compile(getattr(self, name), dynamic=False)
         return self._compiled[name]
 
     def _gradient(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
-        theta = theta.detach()
-        loss_gradient = self._network_part("_loss_gradient")
         total = torch.zeros_like(theta)
+        if self.compile:
+            loss_gradient = self._compiled_part("_loss_gradient")
+            for rows in self._chunks():
+                total += loss_gradient(theta.detach(), self._augmented(images[rows], draw, rows), labels[rows])
+            return self.shard.sum(total)
+        theta = theta.detach().requires_grad_(True)
         for rows in self._chunks():
-            total += loss_gradient(theta, self._augmented(images[rows], draw, rows), labels[rows])
+            loss = self._batch_loss(theta, images[rows], labels[rows], draw, rows)
+            total += torch.autograd.grad(loss, theta)[0]
         return self.shard.sum(total)
 
     def _one_step_draw(self, ops: tuple[str, ...], params: torch.Tensor, image_size: int) -> AugmentDraw:
@@ -172,21 +176,25 @@ class InnerLoop:
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(adjoint of the step's input, dL/d(selected images), g^T adjoint) for one step."""
         draw = self._one_step_draw(ops, params, images.shape[-1])
-        theta = theta.detach()
+        theta = theta.detach().requires_grad_(not self.compile)
         selected = images[indices].requires_grad_(True)
         chosen_labels = labels[indices]
         hessian_vector = torch.zeros_like(theta)
         selected_grad = torch.zeros_like(selected)
         gradient_dot_adjoint = torch.zeros((), device=theta.device, dtype=theta.dtype)
-        gradient_pullback = self._network_part("_gradient_pullback")
         for rows in self._chunks():
-            # The augmentation's backward apart from the network's (see `compile`).
-            augmented = self._augmented(selected[rows], draw, rows)
-            gradient, mixed_theta, augmented_grad = gradient_pullback(theta, augmented.detach(), chosen_labels[rows], adjoint)
-            (mixed_images,) = torch.autograd.grad(augmented, selected, grad_outputs=augmented_grad)
+            if self.compile:  # the augmentation's backward apart from the network's (see `compile`)
+                augmented = self._augmented(selected[rows], draw, rows)
+                gradient, mixed_theta, augmented_grad = self._compiled_part("_gradient_pullback")(
+                    theta, augmented.detach(), chosen_labels[rows], adjoint)
+                (mixed_images,) = torch.autograd.grad(augmented, selected, grad_outputs=augmented_grad)
+            else:
+                loss = self._batch_loss(theta, selected[rows], chosen_labels[rows], draw, rows)
+                (gradient,) = torch.autograd.grad(loss, theta, create_graph=True)
+                mixed_theta, mixed_images = torch.autograd.grad(gradient, (theta, selected), grad_outputs=adjoint)
             hessian_vector += mixed_theta
             selected_grad += mixed_images
-            gradient_dot_adjoint += gradient @ adjoint
+            gradient_dot_adjoint += gradient.detach() @ adjoint
         if self.shard.size > 1:
             reduced = self.shard.sum(torch.cat([hessian_vector, gradient_dot_adjoint.view(1)]))
             hessian_vector, gradient_dot_adjoint = reduced[:-1], reduced[-1]
