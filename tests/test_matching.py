@@ -82,16 +82,21 @@ def test_probe_loss_equals_the_unrolled_loss():
     torch.testing.assert_close(probe, unrolled.detach(), rtol=1e-12, atol=0)
 
 
-def test_bf16_autocast_gradients_agree_with_float32_unrolled_within_stated_tolerance():
-    """The bf16 option's stated tolerance: loss to 1e-3, pixel gradient cosine >= 0.99 and relative error <= 0.1,
-    step-size gradient to 2e-2, against the plain float32 unrolled loop on the same seed."""
+def float32_problem(size: int, depth: int, width: int):
+    """A float32 ConvNet, an expert start and target near it, and 10 images of 5 classes."""
     torch.manual_seed(0)
-    flat_view = FlatParams(build_model("convnet", 3, 5, 32, depth=3, width=32))
+    flat_view = FlatParams(build_model("convnet", 3, 5, size, depth=depth, width=width))
     generator = seeded_generator(1)
     start = flat_view.init_flat(generator)
     target = start + 0.01 * torch.randn(start.shape, generator=generator)
-    images = torch.randn(10, 3, 32, 32, generator=generator)
-    labels = torch.arange(5).repeat_interleave(2)
+    images = torch.randn(10, 3, size, size, generator=generator)
+    return flat_view, start, target, images, torch.arange(5).repeat_interleave(2)
+
+
+def test_bf16_autocast_gradients_agree_with_float32_unrolled_within_stated_tolerance():
+    """The bf16 option's stated tolerance: loss to 1e-3, pixel gradient cosine >= 0.99 and relative error <= 0.1,
+    step-size gradient to 2e-2, against the plain float32 unrolled loop on the same seed."""
+    flat_view, start, target, images, labels = float32_problem(size=32, depth=3, width=32)
     reference = InnerLoop(flat_view, steps=10, batch_size=10, augment=DiffAugment())
     pixels = images.clone().requires_grad_(True)
     alpha = torch.tensor(0.01, requires_grad=True)
@@ -111,12 +116,7 @@ def test_bf16_autocast_gradients_agree_with_float32_unrolled_within_stated_toler
 def test_compiled_steps_give_the_uncompiled_gradients_for_every_augmentation_op():
     """One compiled gradient and one compiled pullback serve every augmentation op (the augmentation stays uncompiled);
     chunks of two sizes (4 and the remaining 2) each get their kernels."""
-    flat_view = FlatParams(build_model("convnet", 3, 5, 16, depth=2, width=16))
-    generator = seeded_generator(1)
-    start = flat_view.init_flat(generator)
-    target = start + 0.01 * torch.randn(start.shape, generator=generator)
-    images = torch.randn(10, 3, 16, 16, generator=generator)
-    labels = torch.arange(5).repeat_interleave(2)
+    flat_view, start, target, images, labels = float32_problem(size=16, depth=2, width=16)
     plain = InnerLoop(flat_view, steps=4, batch_size=10, augment=DiffAugment(), chunk_size=4)
     compiled = dataclasses.replace(plain, compile=True, _compiled={})
     for seed in range(2):
