@@ -59,8 +59,6 @@ def test_bf16_expert_gradients_follow_fp32(precision):
     torch.testing.assert_close(approximate_loss, exact_loss, rtol=2e-2, atol=0)
 
 
-
-
 @pytest.mark.skipif(not CAN_COMPILE_ON_CPU, reason="torch.compile on CPU needs a C++ compiler and Python's headers")
 def test_compiled_expert_steps_give_the_eager_gradients():
     flat_view, flats, images, labels = stacked_problem()

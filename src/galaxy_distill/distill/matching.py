@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed
@@ -144,7 +146,7 @@ class InnerLoop:
             student = student - step_size * gradient
         return (student - target).pow(2).sum() / (start - target).pow(2).sum()
 
-    def _compiled_part(self, name: str):
+    def _compiled_part(self, name: str) -> Callable[..., Any]:
         """The method `name` compiled, once (shapes fixed: a chunk of another size gets its own kernels)."""
         if name not in self._compiled:
             self._compiled[name] = torch.compile(getattr(self, name), dynamic=False)
