@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from compile_support import CAN_COMPILE_ON_CPU
 from PIL import Image
 from reliability_helpers import (
     DATASET,
@@ -481,6 +482,20 @@ def test_other_runtime_errors_are_not_mistaken_for_out_of_memory(monkeypatch: py
     monkeypatch.setattr("galaxy_distill.data.load_prepared", broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         run_main(["experts", "--dataset", "x"], monkeypatch, capsys)
+
+
+@pytest.mark.skipif(not CAN_COMPILE_ON_CPU, reason="the failure checked is the compiler's, after torch.compile has started")
+def test_compile_without_a_working_compiler_is_one_line(tiny: TinyWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace = copy_workspace(tiny, tmp_path / "home", monkeypatch)
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # nothing compiled before to reuse
+    result = run_installed(["experts", "--dataset", DATASET, "--width", "8", "--depth", "2", "--epochs", "1", "--num-experts", "1",
+                            "--compile", "--device", "cpu", "--out", str(tmp_path / "experts")], workspace.home)
+    lines = result.stderr.strip().splitlines()
+    record("hostile inputs", "experts --compile without a working C++ compiler", lines[-1] if lines else "", group="environment",
+           exit_code=result.returncode)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert lines[-1].startswith("error: torch.compile could not build the kernels") and "without --compile" in lines[-1]
 
 
 def test_prepared_meta_without_class_names(tiny: TinyWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

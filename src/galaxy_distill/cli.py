@@ -184,6 +184,12 @@ def demo_command(out: OutOption = None) -> None:
     run_demo(out)
 
 
+def _is_compile_failure(exc: BaseException) -> bool:
+    """Whether torch.compile (--compile) failed to build its kernels, e.g. for want of a C++ compiler."""
+    dynamo = sys.modules.get("torch._dynamo.exc")
+    return dynamo is not None and isinstance(exc, dynamo.TorchDynamoException)
+
+
 def main() -> None:
     # What lowers peak memory, per command, for the one-line out-of-memory message.
     memory_knobs = {
@@ -206,6 +212,11 @@ def main() -> None:
         out_of_memory = (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
                          or "out of memory" in text.lower() or "can't allocate memory" in text)
         if not out_of_memory:
+            if _is_compile_failure(exc):
+                first_line = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+                typer.echo(f"error: torch.compile could not build the kernels ({first_line[:200]}); run without --compile, "
+                           "or give it what it needs (on a CPU a C++ compiler and Python's headers, on a GPU Triton)", err=True)
+                sys.exit(2)
             raise
         command = next((argument for argument in sys.argv[1:] if argument in memory_knobs), None)
         knobs = memory_knobs[command] if command else "; ".join(f"{name}: {knob}" for name, knob in memory_knobs.items())
