@@ -14,7 +14,7 @@ from galaxy_distill.data.augment import DiffAugment
 from galaxy_distill.data.base import PrepareSettings
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.experts import ExpertSettings, train_experts
+from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
 from galaxy_distill.experts.train import COMPILE_MODE, ExpertStep, _epoch_draws
 from galaxy_distill.models.convnet import ConvNet
 from galaxy_distill.models.functional import FlatParams
@@ -185,3 +185,22 @@ def test_test_every_scores_the_named_epochs_and_the_last_and_leaves_the_trajecto
         assert scored_some["sha256"] == scored_each["sha256"]  # scoring changes no trajectory
         assert scored_some["test_accuracy"] == [None, scored_each["test_accuracy"][1], None, scored_each["test_accuracy"][3],
                                                 scored_each["test_accuracy"][4]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled GPU way needs a GPU")
+def test_compiled_gpu_experts_follow_the_eager_gpu_experts(tmp_path):
+    """--compile on a GPU (one graph a step, a stream per expert, pinned shuffles, compiled scoring, files written
+    while the next group trains) trains the experts that the uncompiled loop trains, to float rounding."""
+    torch.backends.cudnn.deterministic = True
+    dataset = prepare(PrepareSettings(dataset="gz1-sdss", root=GZ1_ROOT, size=16, per_class=12), out_dir=tmp_path / "data")
+    settings = ExpertSettings(dataset=dataset.name, width=8, depth=2, epochs=2, batch_size=8, num_experts=4, parallel=2,
+                              device="cuda")
+    eager = ExpertStore(train_experts(settings, dataset, tmp_path / "eager").parent)
+    compiled = ExpertStore(train_experts(settings.model_copy(update={"compile": True}), dataset, tmp_path / "compiled").parent)
+    for index in range(4):
+        for epoch in (1, 2):
+            torch.testing.assert_close(compiled.parameters_at(index, epoch), eager.parameters_at(index, epoch), rtol=1e-3,
+                                       atol=1e-5)
+    one_image = 1 / len(dataset.tensors("test")[1])
+    for mine, theirs in zip(compiled.test_accuracy(), eager.test_accuracy(), strict=True):
+        assert mine == pytest.approx(theirs, abs=one_image)  # at most one test image scored otherwise
