@@ -56,6 +56,10 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
     """Median seconds of one outer iteration (2 warm-up, `timed` timed) and peak GPU memory; with `kernels`,
     also the iteration's most time-consuming GPU kernels (torch.profiler, 3 more iterations)."""
     torch.manual_seed(0)
+    if compiled:
+        # Each config compiles its own steps; without a reset, configs measured earlier in this process would use up
+        # torch.compile's recompile limit for the same methods, and later configs would run uncompiled.
+        torch._dynamo.reset()
     module = build_model("convnet", config["channels"], config["classes"], config["resolution"], **network).to(device)
     flat_view = FlatParams(module)
     generator = seeded_generator(0)

@@ -110,6 +110,7 @@ def main() -> None:
                      in itertools.product(graph_modes, args.precisions, layouts, (True, False))]
         for vectorized, precision, channels_last, compile_mode, whole_step_graph, network_streams in ways:
             state = {"flats": flats.clone()}
+            torch._dynamo.reset()  # every way compiles afresh, within torch.compile's recompile limit
             expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compile_mode, whole_step_graph,
                                      network_streams)
 
