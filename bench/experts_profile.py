@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, environment, top_kernels  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
-from galaxy_distill.experts.train import ExpertStep, _epoch_draws  # noqa: E402
+from galaxy_distill.experts.train import COMPILE_MODE, ExpertStep, _epoch_draws  # noqa: E402
 from galaxy_distill.models import build_model  # noqa: E402
 from galaxy_distill.models.functional import FlatParams  # noqa: E402
 from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator  # noqa: E402
@@ -71,14 +71,17 @@ def main() -> None:
     parser.add_argument("--whole-step-graph", action="store_true",
                         help="also time each step recorded as one CUDA graph (ExpertStep.whole_step_graph), eager and in each "
                         "--compile-modes mode but reduce-overhead, at each precision and layout")
+    parser.add_argument("--training-way-only", action="store_true",
+                        help="time only the way --compile trains with on a GPU (torch.compile mode default, the whole step as "
+                        "one CUDA graph, a stream per network), at each precision and layout: to choose those for a run")
     parser.add_argument("--kernels", type=int, default=0, metavar="N",
                         help="also record each way's N most time-consuming operators (torch.profiler, 3 steps)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS / "experts_profile.json")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    if args.whole_step_graph and device.type != "cuda":
-        parser.error("--whole-step-graph needs a CUDA GPU")
+    if (args.whole_step_graph or args.training_way_only) and device.type != "cuda":
+        parser.error("--whole-step-graph and --training-way-only need a CUDA GPU")
     configure_backends(device)
     flat_view = FlatParams(build_model("convnet", 3, 10, 32, depth=3, width=128, norm="instancenorm").to(device))
     steps_per_epoch = math.ceil(TRAIN_IMAGES / args.batch)
@@ -104,7 +107,10 @@ def main() -> None:
             for vectorized, precision, channels_last in itertools.product((True, False), args.precisions, layouts)]
         ways += [(False, precision, channels_last, mode, False, False)
                  for mode, precision, channels_last in itertools.product(args.compile_modes, args.precisions, layouts)]
-        if args.whole_step_graph:
+        if args.training_way_only:
+            ways = [(False, precision, channels_last, COMPILE_MODE, True, True)
+                    for precision, channels_last in itertools.product(args.precisions, layouts)]
+        elif args.whole_step_graph:
             graph_modes = [None, *(mode for mode in args.compile_modes if mode != "reduce-overhead")]
             ways += [(False, precision, channels_last, mode, True, streams) for mode, precision, channels_last, streams
                      in itertools.product(graph_modes, args.precisions, layouts, (True, False))]

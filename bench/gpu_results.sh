@@ -10,7 +10,8 @@
 #                                            # (once cifar10-all-zca is prepared) with the fastest profiled setup
 #   bench/gpu_results.sh kernels GPU         # top GPU kernels of the expert-step ways (whole-step graphs too), then of
 #                                            # every distill_speed config
-#   bench/gpu_results.sh experts GPU         # cifar10-all-zca from $CIFAR_ROOT, then the timed 100 x 50 experts there
+#   bench/gpu_results.sh experts GPU         # cifar10-all-zca from $CIFAR_ROOT while the training way is profiled in
+#                                            # both layouts, then the timed 100 x 50 experts in the faster layout
 #   bench/gpu_results.sh distill-compiled GPU [CONFIG...]   # distill_speed --compile (all nine configs, or those named)
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
@@ -86,16 +87,21 @@ cifar_experts() {  # the experts that every CIFAR-10 distillation here shares
     --out "$RESULTS/cifar10_experts.json"
 }
 
-experts_speed() {  # the timed 100 x 50 CIFAR-10 experts (docs/performance.md), on a prepared cifar10-all-zca
-  python3 "$HERE/experts_speed.py" --dataset cifar10-all-zca --num-experts 100 --epochs 50 --parallel 10 --compile \
-    --precision bf16-full --test-every 10 --out "$RESULTS/experts_speed.json"
+experts_layout_then_speed() {  # the way --compile trains in each layout (profiled while CIFAR-10 is prepared from
+  # $CIFAR_ROOT), then the timed 100 x 50 experts of docs/performance.md in the faster one
+  python3 "$HERE/experts_profile.py" --experts 10 --training-way-only --precisions bf16-full --layouts nchw nhwc \
+    --out "$RESULTS/experts_layouts.json" &
+  cifar_prepare cifar10-all-zca --val-fraction 0
+  wait
+  python3 "$HERE/experts_speed.py" --dataset cifar10-all-zca --num-experts 100 --epochs 50 --test-every 10 \
+    --fastest-of "$RESULTS/experts_layouts.json" --out "$RESULTS/experts_speed.json"
 }
 
 cifar_experts_ready() {
   until [ -f "$RESULTS/cifar10_experts.json" ]; do sleep 5; done
 }
 
-export -f cifar_run cifar_prepare cifar_experts experts_speed cifar_experts_ready galaxy_chain
+export -f cifar_run cifar_prepare cifar_experts experts_layout_then_speed cifar_experts_ready galaxy_chain
 
 case "${1:-}" in
   cifar50)
@@ -108,7 +114,7 @@ case "${1:-}" in
   cifar)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
     # The timed experts train on all 50,000 training images, as in MTT; the distillation runs hold out 5,000 for validation.
-    background experts_speed 0 bash -c "cifar_prepare cifar10-all-zca --val-fraction 0 && experts_speed"
+    background experts_speed 0 bash -c experts_layout_then_speed
     background cifar10_experts 3 bash -c cifar_experts
     for job in "1 stm 3" "1 mtt 3" "10 stm 3" "10 mtt 3" "50 stm 1" "50 mtt 3"; do
       set -- $job
@@ -125,7 +131,7 @@ case "${1:-}" in
     ;;
   experts)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
-    background experts_speed "${2:?usage: $0 experts GPU}" bash -c "cifar_prepare cifar10-all-zca --val-fraction 0 && experts_speed"
+    background experts_speed "${2:?usage: $0 experts GPU}" bash -c experts_layout_then_speed
     ;;
   distill-compiled)  # GPU [CONFIG...]: distill_speed with compiled student steps (each config compiles for a minute or more)
     gpu=${2:?usage: $0 distill-compiled GPU [CONFIG...]}
@@ -147,8 +153,8 @@ case "${1:-}" in
   speed)  # GPU: alone on that GPU, one after another, so that no timing shares it
     ready="until [ -f $WS/datasets/cifar10-all-zca/meta.json ]; do sleep 5; done"
     background speed "${2:?usage: $0 speed GPU}" bash -c "python3 $HERE/distill_speed.py --precision bf16 \
-      --out $RESULTS/distill_speed_bf16.json; python3 $HERE/experts_profile.py --experts 10 --compiled-only \
-      --precisions fp32 bf16-full --layouts nchw --compile-modes default --whole-step-graph --out $RESULTS/experts_profile.json; $ready; python3 $HERE/experts_speed.py --dataset cifar10-all-zca \
+      --out $RESULTS/distill_speed_bf16.json; python3 $HERE/experts_profile.py --experts 10 --training-way-only \
+      --precisions fp32 bf16-full --layouts nchw nhwc --out $RESULTS/experts_profile.json; $ready; python3 $HERE/experts_speed.py --dataset cifar10-all-zca \
       --num-experts 100 --epochs 50 --fastest-of $RESULTS/experts_profile.json --out $RESULTS/experts_speed.json"
     ;;
   status)
