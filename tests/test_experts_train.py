@@ -78,16 +78,18 @@ def test_compiled_expert_steps_give_the_eager_gradients():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("precision", ["fp32", "bf16-full"])
-@pytest.mark.parametrize(("compile_mode", "whole_step_graph", "network_streams"),
-                         [(COMPILE_MODE, False, False), ("default", True, True), ("default", True, False), (None, True, True)])
-def test_cuda_graph_expert_steps_give_the_eager_gradients(precision, compile_mode, whole_step_graph, network_streams):
+@pytest.mark.parametrize(("compile_mode", "whole_step_graph", "network_streams", "channels_last"),
+                         [("reduce-overhead", False, False, False), (COMPILE_MODE, True, True, False),
+                          (COMPILE_MODE, True, True, True), (COMPILE_MODE, True, False, False), (None, True, True, False)])
+def test_cuda_graph_expert_steps_give_the_eager_gradients(precision, compile_mode, whole_step_graph, network_streams,
+                                                          channels_last):
     """Steps replayed as CUDA graphs (per network under reduce-overhead, or the whole step, its networks on streams of
-    their own or not), at the full and at a shorter (epoch's last) batch, step after step."""
+    their own or not, channels-last too), at the full and at a shorter (epoch's last) batch, step after step."""
     flat_view, flats, images, labels = stacked_problem()
     flat_view = FlatParams(flat_view.module.cuda())
     flats, images, labels = flats.cuda(), images.cuda(), labels.cuda()
     eager = ExpertStep(flat_view, precision)
-    compiled = ExpertStep(flat_view, precision, compile_mode=compile_mode, whole_step_graph=whole_step_graph,
+    compiled = ExpertStep(flat_view, precision, channels_last, compile_mode=compile_mode, whole_step_graph=whole_step_graph,
                           network_streams=network_streams)
     for batch in (slice(None), slice(None), slice(0, 5), slice(None)):
         expected, expected_loss = eager(flats, images[:, batch], labels[:, batch])
