@@ -163,6 +163,9 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
     results = evaluate(settings, dataset, run_model, output=target)
     if distributed.is_main():
         write_json(target, {"settings": settings.model_dump(mode="json"), "results": results})
+    # The output exists when any rank returns, and no rank tears its connections down while another still works
+    # (without this barrier, a two-process evaluation once ended in SIGABRT in rank 1, which writes nothing here).
+    distributed.barrier()
     typer.echo(results_table(results))
     typer.echo(f"wrote {target}")
 
