@@ -33,6 +33,7 @@ from shared_paths import GZ1_ROOT
 from galaxy_distill.data.base import PrepareSettings
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.distill.checkpoint import load_checkpoint
+from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts import ExpertStore
 from galaxy_distill.store import read_json
 
@@ -161,7 +162,13 @@ def test_experts_killed_and_resumed_equal_an_uninterrupted_store(reference: Pipe
 
 
 def checkpoint_iteration(run: Path) -> int:
-    found = [read_json(run / name)["iteration"] for name in ("checkpoint.json", "checkpoint.prev.json") if (run / name).is_file()]
+    """The newest checkpointed iteration, read while the run may be rotating checkpoint.json into checkpoint.prev.json."""
+    found = []
+    for name in ("checkpoint.json", "checkpoint.prev.json"):
+        try:
+            found.append(read_json(run / name)["iteration"])
+        except GalaxyDistillError:  # not written yet, or renamed away between two looks
+            continue
     return max(found, default=0)
 
 
