@@ -153,16 +153,13 @@ class InnerLoop:
         return self._compiled[name]
 
     def _gradient(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
+        theta = theta.detach().requires_grad_(not self.compile)
         total = torch.zeros_like(theta)
-        if self.compile:
-            loss_gradient = self._compiled_part("_loss_gradient")
-            for rows in self._chunks():
-                total += loss_gradient(theta.detach(), self._augmented(images[rows], draw, rows), labels[rows])
-            return self.shard.sum(total)
-        theta = theta.detach().requires_grad_(True)
         for rows in self._chunks():
-            loss = self._batch_loss(theta, images[rows], labels[rows], draw, rows)
-            total += torch.autograd.grad(loss, theta)[0]
+            if self.compile:
+                total += self._compiled_part("_loss_gradient")(theta, self._augmented(images[rows], draw, rows), labels[rows])
+            else:
+                total += torch.autograd.grad(self._batch_loss(theta, images[rows], labels[rows], draw, rows), theta)[0]
         return self.shard.sum(total)
 
     def _one_step_draw(self, ops: tuple[str, ...], params: torch.Tensor, image_size: int) -> AugmentDraw:
