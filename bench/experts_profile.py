@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, environment, top_kernels  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
-from galaxy_distill.experts.train import COMPILE_MODE, ExpertStep, _epoch_draws  # noqa: E402
+from galaxy_distill.experts.train import ExpertStep, _epoch_draws, step_way  # noqa: E402
 from galaxy_distill.models import build_model  # noqa: E402
 from galaxy_distill.models.functional import FlatParams  # noqa: E402
 from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator  # noqa: E402
@@ -108,8 +108,9 @@ def main() -> None:
         ways += [(False, precision, channels_last, mode, False, False)
                  for mode, precision, channels_last in itertools.product(args.compile_modes, args.precisions, layouts)]
         if args.training_way_only:
-            ways = [(False, precision, channels_last, COMPILE_MODE, True, True)
-                    for precision, channels_last in itertools.product(args.precisions, layouts)]
+            trained = step_way(compile=True, device=device)
+            ways = [(False, precision, channels_last, trained["compile_mode"], trained["whole_step_graph"],
+                     trained["network_streams"]) for precision, channels_last in itertools.product(args.precisions, layouts)]
         elif args.whole_step_graph:
             graph_modes = [None, *(mode for mode in args.compile_modes if mode != "reduce-overhead")]
             ways += [(False, precision, channels_last, mode, True, streams) for mode, precision, channels_last, streams

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -24,7 +26,7 @@ from common import RESULTS, environment  # noqa: E402
 
 from galaxy_distill.data import load_prepared  # noqa: E402
 from galaxy_distill.experts import ExpertSettings, train_experts  # noqa: E402
-from galaxy_distill.experts.train import COMPILE_MODE, summarize  # noqa: E402
+from galaxy_distill.experts.train import step_way, summarize  # noqa: E402
 from galaxy_distill.store import read_json, write_json  # noqa: E402
 
 
@@ -46,10 +48,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "experts_speed.json")
     args = parser.parse_args()
     if args.fastest_of is not None:
-        # Only ways ExpertSettings can train with: not compiled, without graphs, or compiled in COMPILE_MODE as one
-        # graph with a stream per network (what --compile does on a GPU).
-        trainable = ({"compile_mode": None, "whole_step_graph": False, "network_streams": False},
-                     {"compile_mode": COMPILE_MODE, "whole_step_graph": True, "network_streams": True})
+        # Only ways ExpertSettings can train with on a GPU, compiled or not (rows of profiles that predate one of
+        # these fields match neither).
+        trainable = [step_way(compile, torch.device("cuda")) for compile in (False, True)]
         fastest = min((row for row in read_json(args.fastest_of)["rows"] if row["ms_per_expert_step"] is not None
                        and {key: row.get(key) for key in trainable[0]} in trainable),
                       key=lambda row: row["ms_per_expert_step"])

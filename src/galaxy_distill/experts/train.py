@@ -54,6 +54,13 @@ many small kernels, launched by the host more slowly than an H200 runs them, and
 for another's (docs/performance.md: this was the fastest way measured)."""
 
 
+def step_way(compile: bool, device: torch.device) -> dict[str, Any]:
+    """How `train_experts` runs a step, as ExpertStep's arguments: torch.compile's mode, and on GPUs (compiled) the
+    whole step as one CUDA graph with a stream per network. bench/experts_profile.py and experts_speed.py use it too."""
+    graphed = compile and device.type == "cuda"
+    return {"compile_mode": COMPILE_MODE if compile else None, "whole_step_graph": graphed, "network_streams": graphed}
+
+
 def model_spec_for(settings: ExpertSettings, dataset: PreparedDataset) -> ModelSpec:
     channels, height, _ = dataset.image_shape
     return ModelSpec(name=settings.model, channels=channels, num_classes=dataset.num_classes, image_size=height,
@@ -287,9 +294,7 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     augment = DiffAugment(strategy=settings.augment)
     # One step object for every group: a compiled step is compiled once, not once a group.
     step_gradients = ExpertStep(flat_view, settings.precision, settings.channels_last,
-                                vectorized=settings.stacking == "vmap",
-                                compile_mode=COMPILE_MODE if settings.compile else None,
-                                whole_step_graph=settings.compile and device.type == "cuda")
+                                vectorized=settings.stacking == "vmap", **step_way(settings.compile, device))
     groups = [list(range(g, min(g + settings.parallel, settings.num_experts))) for g in range(0, settings.num_experts, settings.parallel)]
     progress = tqdm(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
                     desc="experts (expert-epochs)", unit="ep", disable=distributed.progress_disabled())
