@@ -132,8 +132,14 @@ def test_an_epoch_drawn_at_once_equals_one_draw_per_step():
         torch.testing.assert_close(mine.params, theirs.params, rtol=0, atol=0)
 
 
-def test_a_store_from_before_the_new_settings_resumes_and_other_settings_are_named(tmp_path):
-    dataset = prepare(PrepareSettings(dataset="gz1-sdss", root=GZ1_ROOT, size=16, per_class=12), out_dir=tmp_path / "data")
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory):
+    """Real SDSS galaxies, 16 px, 12 per class, prepared once for the tests that train whole expert stores."""
+    return prepare(PrepareSettings(dataset="gz1-sdss", root=GZ1_ROOT, size=16, per_class=12),
+                   out_dir=tmp_path_factory.mktemp("gz1") / "data")
+
+
+def test_a_store_from_before_the_new_settings_resumes_and_other_settings_are_named(dataset, tmp_path):
     settings = ExpertSettings(dataset=dataset.name, width=8, depth=2, epochs=2, batch_size=16, num_experts=2, parallel=2,
                               device="cpu")
     manifest_path = train_experts(settings, dataset, tmp_path / "experts")
@@ -147,8 +153,7 @@ def test_a_store_from_before_the_new_settings_resumes_and_other_settings_are_nam
         train_experts(settings.model_copy(update={"precision": "bf16"}), dataset, tmp_path / "experts")
 
 
-def test_groups_are_written_while_the_next_trains_and_a_failing_group_keeps_the_finished_ones(tmp_path, monkeypatch):
-    dataset = prepare(PrepareSettings(dataset="gz1-sdss", root=GZ1_ROOT, size=16, per_class=12), out_dir=tmp_path / "data")
+def test_groups_are_written_while_the_next_trains_and_a_failing_group_keeps_the_finished_ones(dataset, tmp_path, monkeypatch):
     settings = ExpertSettings(dataset=dataset.name, width=8, depth=2, epochs=1, batch_size=16, num_experts=3, parallel=1,
                               device="cpu")
     seen = []
@@ -177,8 +182,7 @@ def test_groups_are_written_while_the_next_trains_and_a_failing_group_keeps_the_
     assert untimed(train_experts(settings, dataset, tmp_path / "broken")) == whole
 
 
-def test_test_every_scores_the_named_epochs_and_the_last_and_leaves_the_trajectories_alone(tmp_path):
-    dataset = prepare(PrepareSettings(dataset="gz1-sdss", root=GZ1_ROOT, size=16, per_class=12), out_dir=tmp_path / "data")
+def test_test_every_scores_the_named_epochs_and_the_last_and_leaves_the_trajectories_alone(dataset, tmp_path):
     settings = ExpertSettings(dataset=dataset.name, width=8, depth=2, epochs=5, batch_size=16, num_experts=2, parallel=2,
                               device="cpu")
     every = read_json(train_experts(settings, dataset, tmp_path / "every"))["experts"]
@@ -190,11 +194,10 @@ def test_test_every_scores_the_named_epochs_and_the_last_and_leaves_the_trajecto
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled GPU way needs a GPU")
-def test_compiled_gpu_experts_follow_the_eager_gpu_experts(tmp_path):
+def test_compiled_gpu_experts_follow_the_eager_gpu_experts(dataset, tmp_path):
     """--compile on a GPU (one graph a step, a stream per expert, pinned shuffles, compiled scoring, files written
     while the next group trains) trains the experts that the uncompiled loop trains, to float rounding."""
     torch.backends.cudnn.deterministic = True
-    dataset = prepare(PrepareSettings(dataset="gz1-sdss", root=GZ1_ROOT, size=16, per_class=12), out_dir=tmp_path / "data")
     settings = ExpertSettings(dataset=dataset.name, width=8, depth=2, epochs=2, batch_size=8, num_experts=4, parallel=2,
                               device="cuda")
     eager = ExpertStore(train_experts(settings, dataset, tmp_path / "eager").parent)
