@@ -18,9 +18,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.mark.parametrize(("chunk_size", "bf16", "compile"),
                          [(None, False, False), (None, True, False), (4, False, False), (4, True, False), (4, False, True)])
-def test_graphed_steps_equal_eager_steps(chunk_size, bf16, compile):
+@pytest.mark.usefixtures("fresh_torch_compile")
+def test_graphed_steps_equal_eager_steps(chunk_size, bf16, compile, monkeypatch):
     """Graphed steps (compiled or not) against the plain eager loop."""
-    torch.backends.cudnn.deterministic = True
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     device = torch.device("cuda")
     flat_view = FlatParams(build_model("convnet", 3, 4, 32, width=32).to(device))
     generator = seeded_generator(0)
@@ -36,8 +37,10 @@ def test_graphed_steps_equal_eager_steps(chunk_size, bf16, compile):
         fast = graphed.loss_and_gradients(images, labels, alpha, start, target, seeded_generator(seed))
         slow = eager.loss_and_gradients(images, labels, alpha, start, target, seeded_generator(seed))
         torch.testing.assert_close(fast.loss, slow.loss, rtol=1e-4, atol=1e-6)
-        # bf16: the same kernels in the same order, but cuDNN may pick other algorithms inside a capture.
-        torch.testing.assert_close(fast.images, slow.images, rtol=1e-2 if bf16 else 1e-3, atol=1e-6)
+        if compile:  # fused kernels sum in another order: a few near-zero elements move by ~1e-6 (seen on the H200)
+            assert (fast.images - slow.images).norm() <= 1e-3 * slow.images.norm()
+        else:  # bf16: the same kernels in the same order, but cuDNN may pick other algorithms inside a capture.
+            torch.testing.assert_close(fast.images, slow.images, rtol=1e-2 if bf16 else 1e-3, atol=1e-6)
         torch.testing.assert_close(fast.step_size, slow.step_size, rtol=1e-3, atol=1e-6)
         probe = graphed.probe_loss(images, labels, alpha, start, target, seeded_generator(seed))
         torch.testing.assert_close(probe, slow.loss, rtol=1e-4, atol=1e-6)

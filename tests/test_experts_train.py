@@ -81,6 +81,7 @@ def test_compiled_expert_steps_give_the_eager_gradients():
 @pytest.mark.parametrize(("compile_mode", "whole_step_graph", "network_streams", "channels_last"),
                          [("reduce-overhead", False, False, False), (COMPILE_MODE, True, True, False),
                           (COMPILE_MODE, True, True, True), (COMPILE_MODE, True, False, False), (None, True, True, False)])
+@pytest.mark.usefixtures("fresh_torch_compile")
 def test_cuda_graph_expert_steps_give_the_eager_gradients(precision, compile_mode, whole_step_graph, network_streams,
                                                           channels_last):
     """Steps replayed as CUDA graphs (per network under reduce-overhead, or the whole step, its networks on streams of
@@ -194,6 +195,7 @@ def test_test_every_scores_the_named_epochs_and_the_last_and_leaves_the_trajecto
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled GPU way needs a GPU")
+@pytest.mark.usefixtures("fresh_torch_compile")
 def test_compiled_gpu_experts_follow_the_eager_gpu_experts(dataset, tmp_path):
     """--compile on a GPU (one graph a step, a stream per expert, pinned shuffles, compiled scoring, files written
     while the next group trains) trains the experts that the uncompiled loop trains, to float rounding."""
