@@ -1,7 +1,7 @@
 """Markdown tables from benchmark JSON files, so documents quote numbers a program printed.
 
     python bench/tables.py results bench/results/smoke_gz1_64.json
-    python bench/tables.py speed bench/results/distill_speed.json
+    python bench/tables.py speed bench/results/distill_speed.json [MORE.json...]   # several runs' rows side by side
     python bench/tables.py distributed bench/results/distributed_speed.json
     python bench/tables.py summary bench/results/results-2026-11-28/*ipc*.json     # one row per dataset and IPC
     python bench/tables.py crossarch bench/results/results-2026-11-28/gz1*ipc*.json  # ConvNet, ResNet-18, VGG-11
@@ -21,7 +21,6 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
-
 
 LOSS_WINDOW = 50
 """Iterations averaged for a run's first and last matching loss in the in-run table."""
@@ -57,16 +56,24 @@ def results_table(path: Path) -> str:
     return "\n".join(lines)
 
 
-def speed_table(path: Path) -> str:
-    record = json.loads(path.read_text())
-    lines = [f"`{path.name}` — {record.get('gpu')}, torch {record.get('torch')}, CUDA graphs {record.get('cuda_graphs', False)}",
-             "", *_header("config", "ours s/it", "reference s/it", "speed-up", "ours peak GiB", "reference peak GiB",
-                          "memory ratio", "chunk", "precision", "revision")]
-    for row in record["configs"]:
-        lines.append(f"| {row['name']} | {_fmt(row.get('s_per_iter'))} | {_fmt(row.get('reference_s_per_iter'))} | "
-                     f"{_fmt(row.get('speedup'), 2)}x | {_fmt(row.get('peak_mem_gib'), 2)} | "
-                     f"{_fmt(row.get('reference_peak_mem_gib'), 1)} | {_fmt(row.get('memory_ratio'), 3)} | {row.get('batch_chunk') or '—'} | "
-                     f"{_distill_way(row)} | {(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
+def speed_table(paths: list[Path]) -> str:
+    """One table of distill_speed rows from every file, each config's rows together (in the order the configs first
+    appear), so that ways measured in separate runs read side by side."""
+    records = [(path, json.loads(path.read_text())) for path in paths]
+    machines = dict.fromkeys(f"{record.get('gpu')}, torch {record.get('torch')}, CUDA graphs {record.get('cuda_graphs', False)}"
+                             for _, record in records)
+    rows_by_config: dict[str, list[tuple[dict, dict]]] = defaultdict(list)
+    for _, record in records:
+        for row in record["configs"]:
+            rows_by_config[row["name"]].append((row, record))
+    lines = [f"{', '.join(f'`{path.name}`' for path, _ in records)} — {'; '.join(machines)}", "", *_header("config", "ours s/it", "reference s/it", "speed-up", "ours peak GiB",
+                                               "reference peak GiB", "memory ratio", "chunk", "precision", "revision")]
+    for name, rows in rows_by_config.items():
+        for row, record in rows:
+            lines.append(f"| {name} | {_fmt(row.get('s_per_iter'))} | {_fmt(row.get('reference_s_per_iter'))} | "
+                         f"{_fmt(row.get('speedup'), 2)}x | {_fmt(row.get('peak_mem_gib'), 2)} | "
+                         f"{_fmt(row.get('reference_peak_mem_gib'), 1)} | {_fmt(row.get('memory_ratio'), 3)} | {row.get('batch_chunk') or '—'} | "
+                         f"{_distill_way(row)} | {(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
     return "\n".join(lines)
 
 
@@ -277,8 +284,8 @@ def profile_table(path: Path) -> str:
 
 if __name__ == "__main__":
     combined = {"summary": summary_table, "crossarch": crossarch_table, "inrun": inrun_table, "experts": experts_table,
-                "runs": runs_table}
-    per_file = {"results": results_table, "speed": speed_table, "distributed": distributed_table, "profile": profile_table,
+                "runs": runs_table, "speed": speed_table}
+    per_file = {"results": results_table, "distributed": distributed_table, "profile": profile_table,
                 "kernels": kernels_table}
     if len(sys.argv) < 3 or sys.argv[1] not in {**combined, **per_file}:
         sys.exit(f"usage: tables.py {{{','.join([*combined, *per_file])}}} FILE...\n{__doc__}")

@@ -120,3 +120,18 @@ def test_kernels_reads_a_distill_speed_record_too(tmp_path: Path) -> None:
     record.write_text(json.dumps({"gpu": "GPU", "torch": "2", "git_revision": "abcdef0123", "configs": configs}))
     lines = [line for line in tables("kernels", str(record)).splitlines() if line.startswith("| cifar")]
     assert lines == ["| cifar10_ipc1 | fp32, compiled | yes | 100.0 | 1 | 20.0 | 0.20 | grid_sample (20.00) |"]
+
+
+def test_speed_puts_each_configs_rows_from_several_runs_together(tmp_path: Path) -> None:
+    def record(path: Path, revision: str, compiled: bool, names: list[str]) -> Path:
+        configs = [{"name": name, "s_per_iter": 0.5 if compiled else 1.0, "reference_s_per_iter": 1.0, "speedup": 2.0 if compiled else 1.0,
+                    "peak_mem_gib": 1.0, "reference_peak_mem_gib": 4.0, "memory_ratio": 0.25, "compiled": compiled} for name in names]
+        path.write_text(json.dumps({"gpu": "GPU", "torch": "2", "git_revision": revision, "configs": configs}))
+        return path
+
+    plain = record(tmp_path / "plain.json", "aaaaaaa1", False, ["c1", "c2"])
+    compiled = record(tmp_path / "compiled.json", "bbbbbbb2", True, ["c2"])
+    lines = [line for line in tables("speed", str(plain), str(compiled)).splitlines() if line.startswith(("| c1", "| c2"))]
+    assert lines == ["| c1 | 1.000 | 1.000 | 1.00x | 1.00 | 4.0 | 0.250 | — | fp32 | aaaaaaa |",
+                     "| c2 | 1.000 | 1.000 | 1.00x | 1.00 | 4.0 | 0.250 | — | fp32 | aaaaaaa |",
+                     "| c2 | 0.500 | 1.000 | 2.00x | 1.00 | 4.0 | 0.250 | — | fp32, compiled | bbbbbbb |"]
