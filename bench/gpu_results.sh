@@ -12,7 +12,8 @@
 #                                            # every distill_speed config
 #   bench/gpu_results.sh experts GPU         # cifar10-all-zca from $CIFAR_ROOT while the training way is profiled in
 #                                            # both layouts, then the timed 100 x 50 experts in the faster layout
-#   bench/gpu_results.sh distill-compiled GPU [CONFIG...]   # distill_speed --compile (all nine configs, or those named)
+#   bench/gpu_results.sh distill-compiled GPU [CONFIG...]   # distill_speed --compile (all nine configs, or those named);
+#                                            # PRECISION=bf16 for the student's forward under bf16 autocast
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
 #                                            # with the full-data baseline on B (A = B on a one-GPU machine)
@@ -138,7 +139,9 @@ case "${1:-}" in
     shift 2
     configs=()
     [ $# -gt 0 ] && configs=(--configs "$@")
-    background distill_compiled "$gpu" python3 "$HERE/distill_speed.py" --compile "${configs[@]}" --out "$RESULTS/distill_speed_compiled.json"
+    precision=${PRECISION:-fp32}
+    background "distill_compiled_$precision" "$gpu" python3 "$HERE/distill_speed.py" --compile --precision "$precision" "${configs[@]}" \
+      --out "$RESULTS/distill_speed_compiled_$precision.json"
     ;;
   prepare-cifar)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
