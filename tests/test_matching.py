@@ -93,16 +93,18 @@ def float32_problem(size: int, depth: int, width: int):
     return flat_view, start, target, images, torch.arange(5).repeat_interleave(2)
 
 
-def test_bf16_autocast_gradients_agree_with_float32_unrolled_within_stated_tolerance():
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not CAN_COMPILE_ON_CPU, reason="torch.compile on CPU needs a C++ compiler and Python's headers"))])
+def test_bf16_autocast_gradients_agree_with_float32_unrolled_within_stated_tolerance(compile):
     """The bf16 option's stated tolerance: loss to 1e-3, pixel gradient cosine >= 0.99 and relative error <= 0.1,
-    step-size gradient to 2e-2, against the plain float32 unrolled loop on the same seed."""
+    step-size gradient to 2e-2, against the plain float32 unrolled loop on the same seed; compiled steps too."""
     flat_view, start, target, images, labels = float32_problem(size=32, depth=3, width=32)
     reference = InnerLoop(flat_view, steps=10, batch_size=10, augment=DiffAugment())
     pixels = images.clone().requires_grad_(True)
     alpha = torch.tensor(0.01, requires_grad=True)
     loss = reference.unrolled_loss(pixels, labels, alpha, start, target, seeded_generator(5))
     loss.backward()
-    fast = InnerLoop(flat_view, steps=10, batch_size=10, augment=DiffAugment(), bf16=True)
+    fast = InnerLoop(flat_view, steps=10, batch_size=10, augment=DiffAugment(), bf16=True, compile=compile)
     result = fast.loss_and_gradients(images, labels, torch.tensor(0.01), start, target, seeded_generator(5))
     torch.testing.assert_close(result.loss, loss.detach(), rtol=1e-3, atol=0)
     cosine = F.cosine_similarity(result.images.flatten(), pixels.grad.flatten(), dim=0)
