@@ -66,8 +66,10 @@ def speed_table(paths: list[Path]) -> str:
     for _, record in records:
         for row in record["configs"]:
             rows_by_config[row["name"]].append((row, record))
-    lines = [f"{', '.join(f'`{path.name}`' for path, _ in records)} — {'; '.join(machines)}", "", *_header("config", "ours s/it", "reference s/it", "speed-up", "ours peak GiB",
-                                               "reference peak GiB", "memory ratio", "chunk", "precision", "revision")]
+    files = ", ".join(f"`{path.name}`" for path, _ in records)
+    lines = [f"{files} — {'; '.join(machines)}", "",
+             *_header("config", "ours s/it", "reference s/it", "speed-up", "ours peak GiB", "reference peak GiB", "memory ratio",
+                      "chunk", "precision", "revision")]
     for name, rows in rows_by_config.items():
         for row, record in rows:
             lines.append(f"| {name} | {_fmt(row.get('s_per_iter'))} | {_fmt(row.get('reference_s_per_iter'))} | "
