@@ -2,6 +2,7 @@
 
     python bench/tables.py results bench/results/smoke_gz1_64.json
     python bench/tables.py speed bench/results/distill_speed.json [MORE.json...]   # several runs' rows side by side
+    python bench/tables.py flops bench/results/distill_flops.json bench/results/distill_speed.json [MORE.json...]  # TFLOP/s
     python bench/tables.py distributed bench/results/distributed_speed.json
     python bench/tables.py summary bench/results/results-2026-11-28/*ipc*.json     # one row per dataset and IPC
     python bench/tables.py crossarch bench/results/results-2026-11-28/gz1*ipc*.json  # ConvNet, ResNet-18, VGG-11
@@ -62,20 +63,55 @@ def speed_table(paths: list[Path]) -> str:
     records = [(path, json.loads(path.read_text())) for path in paths]
     machines = dict.fromkeys(f"{record.get('gpu')}, torch {record.get('torch')}, CUDA graphs {record.get('cuda_graphs', False)}"
                              for _, record in records)
-    rows_by_config: dict[str, list[tuple[dict, dict]]] = defaultdict(list)
-    for _, record in records:
-        for row in record["configs"]:
-            rows_by_config[row["name"]].append((row, record))
     files = ", ".join(f"`{path.name}`" for path, _ in records)
     lines = [f"{files} — {'; '.join(machines)}", "",
              *_header("config", "ours s/it", "reference s/it", "speed-up", "ours peak GiB", "reference peak GiB", "memory ratio",
                       "chunk", "precision", "revision")]
-    for name, rows in rows_by_config.items():
+    for name, rows in _rows_by_config(records).items():
         for row, record in rows:
             lines.append(f"| {name} | {_fmt(row.get('s_per_iter'))} | {_fmt(row.get('reference_s_per_iter'))} | "
                          f"{_fmt(row.get('speedup'), 2)}x | {_fmt(row.get('peak_mem_gib'), 2)} | "
                          f"{_fmt(row.get('reference_peak_mem_gib'), 1)} | {_fmt(row.get('memory_ratio'), 3)} | {row.get('batch_chunk') or '—'} | "
                          f"{_distill_way(row)} | {(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
+    return "\n".join(lines)
+
+
+def _rows_by_config(records: list[tuple[Path, dict]]) -> dict[str, list[tuple[dict, dict]]]:
+    """distill_speed rows of every record grouped by config, configs in the order they first appear."""
+    rows_by_config: dict[str, list[tuple[dict, dict]]] = defaultdict(list)
+    for _, record in records:
+        for row in record["configs"]:
+            rows_by_config[row["name"]].append((row, record))
+    return rows_by_config
+
+
+SPEED_TARGET = 5.0
+"""The issue's target: this many times faster than the reference MTT implementation."""
+
+
+def flops_table(paths: list[Path]) -> str:
+    """Achieved arithmetic rate of every distill_speed row, from the FLOP counts of a distill_flops file among `paths`
+    (ours per iteration, and MTT's unrolled formulation with the reference's seconds), and the rate the target needs."""
+    records = [(path, json.loads(path.read_text())) for path in paths]
+    counts = {row["name"]: row for _, record in records if record.get("kind") == "distill_flops" for row in record["configs"]}
+    if not counts:
+        sys.exit("tables.py flops: give a distill_flops.json (bench/distill_flops.py) among the files")
+    lines = [f"{', '.join(f'`{path.name}`' for path, _ in records)}", "",
+             *_header("config", "way", "ours GFLOP/it", "ours s/it", "ours TFLOP/s", f"TFLOP/s for {SPEED_TARGET:g}x",
+                      "MTT GFLOP/it", "reference s/it", "reference TFLOP/s", "revision")]
+    timed = [(path, record) for path, record in records if record.get("kind") != "distill_flops"]
+    for name, rows in _rows_by_config(timed).items():
+        for row, record in rows:
+            count = counts.get(name)
+            if count is None or not row.get("s_per_iter"):
+                continue
+            ours, unrolled = count["ours_gflop_per_iteration"], count["unrolled_gflop_per_iteration"]
+            reference_s = row.get("reference_s_per_iter")
+            lines.append(f"| {name} | {_distill_way(row)} | {ours:.0f} | {row['s_per_iter']:.3f} | "
+                         f"{ours / row['s_per_iter'] / 1e3:.1f} | "
+                         f"{_fmt(reference_s and ours * SPEED_TARGET / reference_s / 1e3, 1)} | {unrolled:.0f} | "
+                         f"{_fmt(reference_s)} | {_fmt(reference_s and unrolled / reference_s / 1e3, 1)} | "
+                         f"{(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
     return "\n".join(lines)
 
 
@@ -286,7 +322,7 @@ def profile_table(path: Path) -> str:
 
 if __name__ == "__main__":
     combined = {"summary": summary_table, "crossarch": crossarch_table, "inrun": inrun_table, "experts": experts_table,
-                "runs": runs_table, "speed": speed_table}
+                "runs": runs_table, "speed": speed_table, "flops": flops_table}
     per_file = {"results": results_table, "distributed": distributed_table, "profile": profile_table,
                 "kernels": kernels_table}
     if len(sys.argv) < 3 or sys.argv[1] not in {**combined, **per_file}:

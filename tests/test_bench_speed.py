@@ -1,4 +1,5 @@
-"""bench/distill_speed.py on the CPU: a tiny config's timings, loss and kernel list, and the record it writes."""
+"""bench/distill_speed.py and distill_flops.py on the CPU: a tiny config's timings, loss and kernel list, the record
+written, and the FLOP counts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+from distill_flops import counted_flops, flops_per_iteration  # noqa: E402
 from distill_speed import measure, write_record  # noqa: E402
 
 from galaxy_distill.store import read_json  # noqa: E402
@@ -29,3 +31,12 @@ def test_the_record_keeps_the_reference_order_whatever_order_configs_were_measur
     write_record(out, {"gpu": "G"}, [{"name": "b"}, {"name": "a"}], order=["a", "b", "c"], cuda_graphs=True)
     record = read_json(out)
     assert [row["name"] for row in record["configs"]] == ["a", "b"] and record["gpu"] == "G" and record["cuda_graphs"]
+
+
+def test_flops_extended_from_one_and_two_steps_equal_a_direct_count() -> None:
+    """MTT's unrolled first step is cheaper than the later ones, ours are all alike; both are linear in the batch."""
+    network = {"depth": 2, "width": 8, "norm": "instancenorm"}
+    direct = counted_flops(3, 16, 3, steps=4, batch=3, network=network)
+    extended = flops_per_iteration(3, 16, 3, steps=4, batch=3, network=network)
+    assert extended == direct
+    assert direct["ours"] > direct["unrolled"] > 0

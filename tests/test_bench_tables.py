@@ -135,3 +135,18 @@ def test_speed_puts_each_configs_rows_from_several_runs_together(tmp_path: Path)
     assert lines == ["| c1 | 1.000 | 1.000 | 1.00x | 1.00 | 4.0 | 0.250 | — | fp32 | aaaaaaa |",
                      "| c2 | 1.000 | 1.000 | 1.00x | 1.00 | 4.0 | 0.250 | — | fp32 | aaaaaaa |",
                      "| c2 | 0.500 | 1.000 | 2.00x | 1.00 | 4.0 | 0.250 | — | fp32, compiled | bbbbbbb |"]
+
+
+def test_flops_gives_the_achieved_and_the_needed_arithmetic_rate(tmp_path: Path) -> None:
+    counts = tmp_path / "distill_flops.json"
+    counts.write_text(json.dumps({"kind": "distill_flops", "configs": [
+        {"name": "c1", "ours_gflop_per_iteration": 2000.0, "unrolled_gflop_per_iteration": 1500.0}]}))
+    speed = tmp_path / "distill_speed.json"
+    speed.write_text(json.dumps({"git_revision": "abcdef0123", "configs": [
+        {"name": "c1", "s_per_iter": 0.2, "reference_s_per_iter": 0.5, "compiled": True},
+        {"name": "c2", "s_per_iter": 0.1, "reference_s_per_iter": 0.5}]}))
+    lines = [line for line in tables("flops", str(counts), str(speed)).splitlines() if line.startswith(("| c1", "| c2"))]
+    # 2000 GFLOP in 0.2 s; 5x the reference's 0.5 s needs 2000 GFLOP in 0.1 s; MTT's 1500 GFLOP in 0.5 s.
+    assert lines == ["| c1 | fp32, compiled | 2000 | 0.200 | 10.0 | 20.0 | 1500 | 0.500 | 3.0 | abcdef0 |"]
+    missing = subprocess.run([sys.executable, str(TABLES), "flops", str(speed)], capture_output=True, text=True, check=False)
+    assert missing.returncode != 0 and "distill_flops" in missing.stderr and "Traceback" not in missing.stderr
