@@ -91,14 +91,15 @@ SPEED_TARGET = 5.0
 
 def flops_table(paths: list[Path]) -> str:
     """Achieved arithmetic rate of every distill_speed row, from the FLOP counts of a distill_flops file among `paths`
-    (ours per iteration, and MTT's unrolled formulation with the reference's seconds), and the rate the target needs."""
+    (ours per iteration, and MTT's unrolled formulation with the reference's seconds), the rate the target needs, and the
+    speed-up still to gain for it (below 1: met)."""
     records = [(path, json.loads(path.read_text())) for path in paths]
     counts = {row["name"]: row for _, record in records if record.get("kind") == "distill_flops" for row in record["configs"]}
     if not counts:
         sys.exit("tables.py flops: give a distill_flops.json (bench/distill_flops.py) among the files")
     lines = [f"{', '.join(f'`{path.name}`' for path, _ in records)}", "",
              *_header("config", "way", "ours GFLOP/it", "ours s/it", "ours TFLOP/s", f"TFLOP/s for {SPEED_TARGET:g}x",
-                      "MTT GFLOP/it", "reference s/it", "reference TFLOP/s", "revision")]
+                      "still to gain", "MTT GFLOP/it", "reference s/it", "reference TFLOP/s", "revision")]
     timed = [(path, record) for path, record in records if record.get("kind") != "distill_flops"]
     for name, rows in _rows_by_config(timed).items():
         for row, record in rows:
@@ -109,7 +110,8 @@ def flops_table(paths: list[Path]) -> str:
             reference_s = row.get("reference_s_per_iter")
             lines.append(f"| {name} | {_distill_way(row)} | {ours:.0f} | {row['s_per_iter']:.3f} | "
                          f"{ours / row['s_per_iter'] / 1e3:.1f} | "
-                         f"{_fmt(reference_s and ours * SPEED_TARGET / reference_s / 1e3, 1)} | {unrolled:.0f} | "
+                         f"{_fmt(reference_s and ours * SPEED_TARGET / reference_s / 1e3, 1)} | "
+                         f"{_fmt(reference_s and row['s_per_iter'] * SPEED_TARGET / reference_s, 2)}x | {unrolled:.0f} | "
                          f"{_fmt(reference_s)} | {_fmt(reference_s and unrolled / reference_s / 1e3, 1)} | "
                          f"{(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
     return "\n".join(lines)
