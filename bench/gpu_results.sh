@@ -13,7 +13,8 @@
 #   bench/gpu_results.sh experts GPU         # cifar10-all-zca from $CIFAR_ROOT while the training way is profiled in
 #                                            # both layouts, then the timed 100 x 50 experts in the faster layout
 #   bench/gpu_results.sh distill-compiled GPU [CONFIG...]   # distill_speed --compile (all nine configs, or those named);
-#                                            # PRECISION=bf16 for the student's forward under bf16 autocast
+#                                            # PRECISION=bf16 for the student's forward under bf16 autocast,
+#                                            # CHUNK_PIXELS=N for distill_speed --chunk-pixels N
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
 #                                            # with the full-data baseline on B (A = B on a one-GPU machine)
@@ -140,8 +141,9 @@ case "${1:-}" in
     configs=()
     [ $# -gt 0 ] && configs=(--configs "$@")
     precision=${PRECISION:-fp32}
-    background "distill_compiled_$precision" "$gpu" python3 "$HERE/distill_speed.py" --compile --precision "$precision" "${configs[@]}" \
-      --out "$RESULTS/distill_speed_compiled_$precision.json"
+    name=distill_compiled_$precision${CHUNK_PIXELS:+_chunk$CHUNK_PIXELS}
+    background "$name" "$gpu" python3 "$HERE/distill_speed.py" --compile --precision "$precision" \
+      ${CHUNK_PIXELS:+--chunk-pixels "$CHUNK_PIXELS"} "${configs[@]}" --out "$RESULTS/$name.json"
     ;;
   prepare-cifar)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"

@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from distill_flops import counted_flops, flops_per_iteration  # noqa: E402
-from distill_speed import measure, write_record  # noqa: E402
+from distill_speed import chunk_for, measure, write_record  # noqa: E402
 
 from galaxy_distill.store import read_json  # noqa: E402
 
@@ -40,3 +40,10 @@ def test_flops_extended_from_one_and_two_steps_equal_a_direct_count() -> None:
     extended = flops_per_iteration(3, 16, 3, steps=4, batch=3, network=network)
     assert extended == direct
     assert direct["ours"] > direct["unrolled"] > 0
+
+
+def test_inner_batches_are_chunked_above_the_pixel_budget_only() -> None:
+    galaxies = {"batch_syn": 90, "resolution": 128}
+    assert chunk_for(galaxies) == 62  # 1000 x 32 x 32 pixels a chunk by default
+    assert chunk_for(galaxies, budget=0) is None and chunk_for(galaxies, budget=90 * 128 * 128) is None
+    assert chunk_for({"batch_syn": 100, "resolution": 32}) is None
