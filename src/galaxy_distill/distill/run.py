@@ -309,6 +309,9 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     optimizers = [pixel_optimizer, step_size_optimizer]
     progress = tqdm(total=settings.iterations, initial=iteration, desc=f"distill ({settings.method})", unit="it",
                     disable=distributed.progress_disabled())
+    if settings.compile and not distributed.progress_disabled():
+        # Otherwise the bar sits at its first iteration without a word while torch.compile works.
+        tqdm.write("compiling the student's inner steps (torch.compile): a minute or more before the first iteration")
     started = time.perf_counter() - elapsed
     faults_in_a_row = 0
     while not schedule.finished(iteration):

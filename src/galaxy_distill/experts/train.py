@@ -299,6 +299,9 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     progress = tqdm(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
                     desc="experts (expert-epochs)", unit="ep", disable=distributed.progress_disabled())
     pending = [expert_ids for expert_ids in groups if not all(i in done for i in expert_ids)]
+    if settings.compile and pending and not distributed.progress_disabled():
+        # Otherwise the bar sits at its first epoch without a word while torch.compile works.
+        tqdm.write("compiling the expert step (torch.compile): a minute or more before the first epoch")
 
     def store_group(expert_ids: list[int], trajectory: torch.Tensor, accuracy: torch.Tensor, seconds: float) -> list[dict[str, Any]]:
         entries = []
