@@ -27,12 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, environment  # noqa: E402
-from distill_speed import NETWORK, REFERENCE  # noqa: E402
+from distill_speed import NETWORK, REFERENCE, matching_problem  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
 from galaxy_distill.distill.matching import InnerLoop  # noqa: E402
-from galaxy_distill.models import build_model  # noqa: E402
-from galaxy_distill.models.functional import FlatParams  # noqa: E402
 from galaxy_distill.runtime import seeded_generator  # noqa: E402
 from galaxy_distill.store import write_json  # noqa: E402
 
@@ -40,13 +38,8 @@ from galaxy_distill.store import write_json  # noqa: E402
 def counted_flops(channels: int, resolution: int, classes: int, steps: int, batch: int, network: dict = NETWORK
                   ) -> dict[str, int]:
     """FLOPs of one outer iteration at `steps` x `batch` (ours and MTT's unrolled), and of one image's forward pass."""
-    torch.manual_seed(0)
-    flat_view = FlatParams(build_model("convnet", channels, classes, resolution, **network))
-    generator = seeded_generator(0)
-    start = flat_view.init_flat(generator)
-    target = start + 0.01 * torch.randn(start.shape, generator=generator)
-    images = torch.randn(batch, channels, resolution, resolution, generator=generator)
-    labels = torch.arange(batch) % classes
+    config = {"channels": channels, "resolution": resolution, "classes": classes, "ipc": -(-batch // classes)}
+    flat_view, start, target, images, labels = matching_problem(config, torch.device("cpu"), seeded_generator(0), network)
     inner = InnerLoop(flat_view, steps, batch, DiffAugment(), cuda_graphs=False)
     with FlopCounterMode(display=False) as ours:
         inner.loss_and_gradients(images, labels, torch.tensor(0.01), start, target, seeded_generator(1))

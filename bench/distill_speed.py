@@ -54,25 +54,34 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def matching_problem(config: dict, device: torch.device, generator: torch.Generator, network: dict = NETWORK
+                     ) -> tuple[FlatParams, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A config's student network, an expert start and a target near it, and classes x ipc random synthetic images
+    with their labels, drawn from `generator`."""
+    torch.manual_seed(0)
+    flat_view = FlatParams(build_model("convnet", config["channels"], config["classes"], config["resolution"], **network)
+                           .to(device))
+    start = flat_view.init_flat(generator)
+    target = start + 0.01 * torch.randn(start.shape, generator=generator).to(device)
+    size = config["resolution"]
+    images = torch.randn(config["classes"] * config["ipc"], config["channels"], size, size, generator=generator).to(device)
+    labels = torch.arange(config["classes"], device=device).repeat_interleave(config["ipc"])
+    return flat_view, start, target, images, labels
+
+
 def measure(config: dict, timed: int, device: torch.device, chunk: int | None, cuda_graphs: bool,
             network: dict = NETWORK, shard: Shard = Shard(), bf16: bool = False, kernels: int = 0,
             compiled: bool = False) -> dict:
     """Median seconds of one outer iteration (2 warm-up, `timed` timed) and peak GPU memory; with `kernels`,
     also the iteration's most time-consuming GPU kernels (torch.profiler, 3 more iterations)."""
-    torch.manual_seed(0)
     if compiled:
         # Each config compiles its own steps; without a reset, configs measured earlier in this process would use up
         # torch.compile's recompile limit for the same methods, and later configs would run uncompiled.
         torch._dynamo.reset()
-    module = build_model("convnet", config["channels"], config["classes"], config["resolution"], **network).to(device)
-    flat_view = FlatParams(module)
     generator = seeded_generator(0)
-    start = flat_view.init_flat(generator)
-    target = start + 0.01 * torch.randn(start.shape, generator=generator).to(device)
-    count = config["classes"] * config["ipc"]
-    size = config["resolution"]
-    images = torch.randn(count, config["channels"], size, size, generator=generator).to(device).requires_grad_(True)
-    labels = torch.arange(config["classes"], device=device).repeat_interleave(config["ipc"])
+    flat_view, start, target, images, labels = matching_problem(config, device, generator, network)
+    images.requires_grad_(True)
+    count = len(images)
     log_step = torch.tensor(-4.6, device=device, requires_grad=True)
     pixel_optimizer = torch.optim.SGD([images], lr=1000.0, momentum=0.5)
     step_optimizer = torch.optim.Adam([log_step], lr=0.01)
