@@ -196,10 +196,10 @@ def test_test_every_scores_the_named_epochs_and_the_last_and_leaves_the_trajecto
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled GPU way needs a GPU")
 @pytest.mark.usefixtures("fresh_torch_compile")
-def test_compiled_gpu_experts_follow_the_eager_gpu_experts(dataset, tmp_path):
+def test_compiled_gpu_experts_follow_the_eager_gpu_experts(dataset, tmp_path, monkeypatch):
     """--compile on a GPU (one graph a step, a stream per expert, pinned shuffles, compiled scoring, files written
     while the next group trains) trains the experts that the uncompiled loop trains, to float rounding."""
-    torch.backends.cudnn.deterministic = True
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     settings = ExpertSettings(dataset=dataset.name, width=8, depth=2, epochs=2, batch_size=8, num_experts=4, parallel=2,
                               device="cuda")
     eager = ExpertStore(train_experts(settings, dataset, tmp_path / "eager").parent)
