@@ -63,8 +63,7 @@ def speed_table(paths: list[Path]) -> str:
     records = [(path, json.loads(path.read_text())) for path in paths]
     machines = dict.fromkeys(f"{record.get('gpu')}, torch {record.get('torch')}, CUDA graphs {record.get('cuda_graphs', False)}"
                              for _, record in records)
-    files = ", ".join(f"`{path.name}`" for path, _ in records)
-    lines = [f"{files} — {'; '.join(machines)}", "",
+    lines = [f"{_file_names(records)} — {'; '.join(machines)}", "",
              *_header("config", "ours s/it", "reference s/it", "speed-up", "ours peak GiB", "reference peak GiB", "memory ratio",
                       "chunk", "precision", "revision")]
     for name, rows in _rows_by_config(records).items():
@@ -74,6 +73,10 @@ def speed_table(paths: list[Path]) -> str:
                          f"{_fmt(row.get('reference_peak_mem_gib'), 1)} | {_fmt(row.get('memory_ratio'), 3)} | {row.get('batch_chunk') or '—'} | "
                          f"{_distill_way(row)} | {(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
     return "\n".join(lines)
+
+
+def _file_names(records: list[tuple[Path, dict]]) -> str:
+    return ", ".join(f"`{path.name}`" for path, _ in records)
 
 
 def _rows_by_config(records: list[tuple[Path, dict]]) -> dict[str, list[tuple[dict, dict]]]:
@@ -97,7 +100,7 @@ def flops_table(paths: list[Path]) -> str:
     counts = {row["name"]: row for _, record in records if record.get("kind") == "distill_flops" for row in record["configs"]}
     if not counts:
         sys.exit("tables.py flops: give a distill_flops.json (bench/distill_flops.py) among the files")
-    lines = [f"{', '.join(f'`{path.name}`' for path, _ in records)}", "",
+    lines = [_file_names(records), "",
              *_header("config", "way", "ours GFLOP/it", "ours s/it", "ours TFLOP/s", f"TFLOP/s for {SPEED_TARGET:g}x",
                       "still to gain", "MTT GFLOP/it", "reference s/it", "reference TFLOP/s", "revision")]
     timed = [(path, record) for path, record in records if record.get("kind") != "distill_flops"]
