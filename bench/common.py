@@ -60,8 +60,10 @@ def tag_distill_wall(results: list[dict[str, Any]], method: str, wall_s: float) 
             entry["distill_wall_s"] = wall_s
 
 
-def top_kernels(step: Callable[[], Any], device: torch.device, count: int) -> list[dict[str, Any]]:
-    """The `count` operators with the most device time (CUDA, or CPU without a GPU) over 3 calls of `step`, ms per call."""
+def kernel_profile(step: Callable[[], Any], device: torch.device, count: int) -> dict[str, Any]:
+    """Device time over 3 calls of `step` (CUDA, or CPU without a GPU), ms per call: `top_kernels`, the `count`
+    operators with the most, and `device_ms_per_step`, all of them summed (against the step's wall time: how busy the
+    device is kept; the rest is the host launching work)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
@@ -72,5 +74,6 @@ def top_kernels(step: Callable[[], Any], device: torch.device, count: int) -> li
             torch.cuda.synchronize(device)
     attribute = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = sorted(profiler.key_averages(), key=lambda event: getattr(event, attribute), reverse=True)
-    return [{"name": event.key[:160], "ms_per_step": getattr(event, attribute) / 1000 / 3, "calls_per_step": event.count / 3}
-            for event in events[:count]]
+    return {"top_kernels": [{"name": event.key[:160], "ms_per_step": getattr(event, attribute) / 1000 / 3,
+                             "calls_per_step": event.count / 3} for event in events[:count]],
+            "device_ms_per_step": sum(getattr(event, attribute) for event in events) / 1000 / 3}

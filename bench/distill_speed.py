@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, environment, top_kernels  # noqa: E402
+from common import RESULTS, environment, kernel_profile  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
 from galaxy_distill.distill.matching import InnerLoop, Shard  # noqa: E402
@@ -110,7 +110,7 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
                 "cuda_graphs": inner.replays_graphs(images), "precision": "bf16" if bf16 else "fp32", "compiled": compiled,
                 "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
     if kernels:
-        measured["top_kernels"] = top_kernels(outer_iteration, device, kernels)
+        measured.update(kernel_profile(outer_iteration, device, kernels))
     return measured
 
 

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, environment, top_kernels  # noqa: E402
+from common import RESULTS, environment, kernel_profile  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
 from galaxy_distill.experts.train import ExpertStep, _epoch_draws, step_way  # noqa: E402
@@ -140,7 +140,7 @@ def main() -> None:
                    "projected_min_100x50": None if per_expert is None else per_expert * EXPERTS * EPOCHS * steps_per_epoch / 60_000,
                    "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
             if args.kernels and step_ms is not None:
-                row["top_kernels"] = top_kernels(step, device, args.kernels)
+                row.update(kernel_profile(step, device, args.kernels))
             rows.append(row)
             print(f"E={experts:3d} {row['stacking']:4s} {precision} channels_last={channels_last!s:5s} compile={compile_mode or 'no'} "
                   f"whole_step_graph={whole_step_graph} network_streams={network_streams} "

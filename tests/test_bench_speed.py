@@ -24,6 +24,7 @@ def test_measure_times_outer_iterations_and_lists_the_largest_operators() -> Non
     assert measured["loss_last"] > 0 and not measured["cuda_graphs"] and measured["peak_mem_gib"] is None
     assert len(measured["top_kernels"]) == 3
     assert all(kernel["ms_per_step"] >= 0 and kernel["calls_per_step"] > 0 for kernel in measured["top_kernels"])
+    assert measured["device_ms_per_step"] >= sum(kernel["ms_per_step"] for kernel in measured["top_kernels"])
 
 
 def test_the_record_keeps_the_reference_order_whatever_order_configs_were_measured_in(tmp_path: Path) -> None:

@@ -109,17 +109,17 @@ def test_kernels_compares_the_largest_kernels_with_the_step(tmp_path: Path) -> N
     record = tmp_path / "profile.json"
     record.write_text(json.dumps({"gpu": "GPU", "torch": "2", "git_revision": "abcdef0123", "rows": rows}))
     lines = [line for line in tables("kernels", str(record)).splitlines() if line.startswith("| 10")]
-    assert lines == ["| 10 | fp32 | no | default | 8.0 | 2 | 4.0 | 0.50 | conv/wgrad (3.00); norm (1.00) |"]
+    assert lines == ["| 10 | fp32 | no | default | 8.0 | — | 2 | 4.0 | 0.50 | conv/wgrad (3.00); norm (1.00) |"]
 
 
 def test_kernels_reads_a_distill_speed_record_too(tmp_path: Path) -> None:
     configs = [{"name": "cifar10_ipc1", "s_per_iter": 0.1, "precision": "fp32", "compiled": True, "cuda_graphs": True,
-                "top_kernels": [{"name": "grid_sample", "ms_per_step": 20.0, "calls_per_step": 30}]},
+                "top_kernels": [{"name": "grid_sample", "ms_per_step": 20.0, "calls_per_step": 30}], "device_ms_per_step": 60.0},
                {"name": "cifar10_ipc10", "s_per_iter": None, "note": "out of memory"}]
     record = tmp_path / "distill_speed.json"
     record.write_text(json.dumps({"gpu": "GPU", "torch": "2", "git_revision": "abcdef0123", "configs": configs}))
     lines = [line for line in tables("kernels", str(record)).splitlines() if line.startswith("| cifar")]
-    assert lines == ["| cifar10_ipc1 | fp32, compiled | yes | 100.0 | 1 | 20.0 | 0.20 | grid_sample (20.00) |"]
+    assert lines == ["| cifar10_ipc1 | fp32, compiled | yes | 100.0 | 60.0 | 1 | 20.0 | 0.20 | grid_sample (20.00) |"]
 
 
 def test_speed_puts_each_configs_rows_from_several_runs_together(tmp_path: Path) -> None:
