@@ -38,6 +38,8 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "host": platform.node(),
+        # torch.compile's settings given by environment (e.g. TORCHINDUCTOR_MAX_AUTOTUNE=1) change what is measured.
+        "environment": {name: value for name, value in sorted(os.environ.items()) if name.startswith("TORCHINDUCTOR_")},
     }
 
 

@@ -36,8 +36,11 @@ from galaxy_distill.store import write_json  # noqa: E402
 REFERENCE = Path(__file__).resolve().parent / "mtt_reference_h200.json"
 
 
-CHUNK_PIXELS = 1000 * 32 * 32
-"""Default pixels per chunk of an inner step: at 128 px, chunks of 62 images (`distill --batch-chunk 62`)."""
+CHUNK_PIXELS = 128 * 128 * 128
+"""Default pixels per chunk of an inner step: only the 128-px IPC-50 config (450 images a step, which the reference
+cannot run) is chunked, into 128 images (`distill --batch-chunk 128`). Measured on the H200 (compiled, bf16), the
+128-px IPC-10 config ran 0.566 s/it in chunks of 62 images (the earlier default, 1000 x 32 x 32 pixels) and 0.468 s/it
+unchunked, at 4.91 and 5.45 GiB (bench/results/results-2026-11-29-bf16)."""
 
 
 def chunk_for(config: dict, budget: int = CHUNK_PIXELS) -> int | None:
@@ -141,7 +144,7 @@ def main() -> None:
     rows = []
     if args.append and args.out.is_file():
         earlier = json.loads(args.out.read_text())
-        provenance = {key: earlier.get(key) for key in ("command", "git_revision", "gpu", "torch")}
+        provenance = {key: earlier.get(key) for key in ("command", "git_revision", "gpu", "torch", "environment")}
         rows = [{**row, "run": row.get("run", provenance)} for row in earlier["configs"]
                 if row.get("s_per_iter") is not None and not (args.configs and row["name"] in args.configs)]
     for config in reference["configs"]:
@@ -157,7 +160,7 @@ def main() -> None:
         torch.cuda.empty_cache()
         entry = {"name": config["name"], **{k: config[k] for k in ("channels", "resolution", "classes", "ipc", "syn_steps", "batch_syn")},
                  **ours, "reference_s_per_iter": config["s_per_iter"], "reference_peak_mem_gib": config["peak_mem_gib"],
-                 "run": {key: run[key] for key in ("command", "git_revision", "gpu", "torch")}}
+                 "run": {key: run[key] for key in ("command", "git_revision", "gpu", "torch", "environment")}}
         if ours["s_per_iter"] and config["s_per_iter"]:
             entry["speedup"] = config["s_per_iter"] / ours["s_per_iter"]
         if ours["peak_mem_gib"] and config["peak_mem_gib"]:

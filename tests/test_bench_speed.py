@@ -45,6 +45,6 @@ def test_flops_extended_from_one_and_two_steps_equal_a_direct_count() -> None:
 
 def test_inner_batches_are_chunked_above_the_pixel_budget_only() -> None:
     galaxies = {"batch_syn": 90, "resolution": 128}
-    assert chunk_for(galaxies) == 62  # 1000 x 32 x 32 pixels a chunk by default
-    assert chunk_for(galaxies, budget=0) is None and chunk_for(galaxies, budget=90 * 128 * 128) is None
+    assert chunk_for(galaxies) is None and chunk_for({"batch_syn": 450, "resolution": 128}) == 128
+    assert chunk_for(galaxies, budget=1000 * 32 * 32) == 62 and chunk_for(galaxies, budget=0) is None
     assert chunk_for({"batch_syn": 100, "resolution": 32}) is None

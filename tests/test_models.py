@@ -172,3 +172,27 @@ def test_init_flat_is_deterministic_and_drawn_like_the_default_init() -> None:
 def test_flat_params_refuse_models_with_batchnorm_buffers() -> None:
     with pytest.raises(GalaxyDistillError, match="without buffers.*norm 'instancenorm' or 'none'"):
         FlatParams(build_model("convnet", 3, 10, 32, norm="batchnorm"))
+
+
+@pytest.mark.parametrize(("name", "size"), [("convnet", 16), ("resnet18", 16), ("resnet18", 72), ("vgg11", 16)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_padded_image_channels_give_the_same_logits_and_gradients(name: str, size: int, channels: int, monkeypatch) -> None:
+    """The GPU-only channel padding of the image-facing convolution, run on the CPU: same outputs and gradients."""
+    from galaxy_distill.models import padded_conv
+
+    model = build_model(name, channels, 5, size).double().eval()
+    x = images(2, channels, size, dtype=torch.float64).requires_grad_(True)
+
+    def outputs_and_gradients() -> list[torch.Tensor]:
+        logits = model(x)
+        return [logits, *torch.autograd.grad(logits.square().sum(), [x, *model.parameters()])]
+
+    plain = outputs_and_gradients()
+    seen_channels = []
+    monkeypatch.setattr(padded_conv, "PADDED_DEVICE_TYPES", frozenset({"cpu"}))
+    monkeypatch.setattr(nn.Conv2d, "_conv_forward", lambda self, x, weight, bias, original=nn.Conv2d._conv_forward: (
+        seen_channels.append(x.shape[1]), original(self, x, weight, bias))[1])
+    padded = outputs_and_gradients()
+    assert seen_channels[0] == 8 and channels not in seen_channels
+    for ours, reference in zip(padded, plain, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)

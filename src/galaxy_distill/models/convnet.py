@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from galaxy_distill.models.norms import norm_layer
+from galaxy_distill.models.padded_conv import ChannelPaddedConv2d
 
 
 def auto_depth(image_size: int) -> int:
@@ -20,9 +21,10 @@ class ConvNet(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = channels
-        for _ in range(depth):
+        for block in range(depth):
+            convolution = ChannelPaddedConv2d if block == 0 else nn.Conv2d
             layers += [
-                nn.Conv2d(in_channels, width, kernel_size=3, padding=1),
+                convolution(in_channels, width, kernel_size=3, padding=1),
                 norm_layer(norm, width),
                 nn.ReLU(),
                 nn.AvgPool2d(2),
