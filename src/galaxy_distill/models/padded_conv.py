@@ -16,11 +16,10 @@ class ChannelPaddedConv2d(nn.Conv2d):
     """A Conv2d that, on GPUs, zero-pads its input channels and its weight's to a multiple of 8: the same output and
     gradients (the added channels are zero in both), computed by tensor-core kernels.
 
-    With 3 colour channels cuDNN falls back to slow kernels without tensor cores. In trajectory matching they are
-    the largest single cost: on an H200 the gradient with respect to the images, a convolution from 128 channels
-    down to 3, took a quarter to a third of every compiled outer iteration
-    (bench/results/results-2026-11-29-bf16, kernel profiles). The weight keeps its shape, so checkpoints and flat
-    parameter vectors are unchanged.
+    With 3 colour channels cuDNN picks slow kernels (unaligned, or without tensor cores): in the H200 kernel profiles
+    of compiled trajectory matching (bench/results/results-2026-11-29-bf16) the most time-consuming kernel of most
+    configs was such a convolution, called once or twice an inner step. The weight keeps its shape, so checkpoints and
+    flat parameter vectors are unchanged.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
