@@ -2,6 +2,7 @@
 
     python bench/tables.py results bench/results/smoke_gz1_64.json
     python bench/tables.py speed bench/results/distill_speed.json [MORE.json...]   # several runs' rows side by side
+    python bench/tables.py best bench/results/distill_speed.json [MORE.json...]    # each config's fastest row, targets
     python bench/tables.py flops bench/results/distill_flops.json bench/results/distill_speed.json [MORE.json...]  # TFLOP/s
     python bench/tables.py distributed bench/results/distributed_speed.json
     python bench/tables.py summary bench/results/results-2026-11-28/*ipc*.json     # one row per dataset and IPC
@@ -72,6 +73,34 @@ def speed_table(paths: list[Path]) -> str:
                          f"{_fmt(row.get('speedup'), 2)}x | {_fmt(row.get('peak_mem_gib'), 2)} | "
                          f"{_fmt(row.get('reference_peak_mem_gib'), 1)} | {_fmt(row.get('memory_ratio'), 3)} | {row.get('batch_chunk') or '—'} | "
                          f"{_distill_way(row)} | {(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
+    return "\n".join(lines)
+
+
+MEMORY_TARGET = 0.25
+"""The issue's memory target at IPC >= 10: at most this fraction of the reference's peak memory."""
+
+
+def best_table(paths: list[Path]) -> str:
+    """Each config's fastest distill_speed row among the files, against the speed and memory targets."""
+    records = [(path, json.loads(path.read_text())) for path in paths]
+    lines = [_file_names(records), "",
+             *_header("config", "fastest way", "chunk", "ours s/it", "reference s/it", "speed-up",
+                      f"speed target ({SPEED_TARGET:g}x)", "memory ratio", f"memory target (IPC >= 10: <= {MEMORY_TARGET:g})",
+                      "file", "revision")]
+    paths_of = {id(record): path for path, record in records}
+    for name, rows in _rows_by_config(records).items():
+        timed = [(row, record) for row, record in rows if row.get("s_per_iter") is not None]
+        if not timed:
+            continue
+        row, record = min(timed, key=lambda pair: pair[0]["s_per_iter"])
+        speedup, memory = row.get("speedup"), row.get("memory_ratio")
+        speed_verdict = "—" if speedup is None else "met" if speedup >= SPEED_TARGET else "missed"
+        memory_verdict = ("—" if row.get("ipc", 0) < 10 or memory is None
+                          else "met" if memory <= MEMORY_TARGET else "missed")
+        lines.append(f"| {name} | {_distill_way(row)} | {row.get('batch_chunk') or '—'} | {_fmt(row['s_per_iter'])} | "
+                     f"{_fmt(row.get('reference_s_per_iter'))} | {_fmt(speedup, 2)}x | {speed_verdict} | {_fmt(memory, 3)} | "
+                     f"{memory_verdict} | `{paths_of[id(record)].name}` | "
+                     f"{(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
     return "\n".join(lines)
 
 
@@ -328,7 +357,7 @@ def profile_table(path: Path) -> str:
 
 if __name__ == "__main__":
     combined = {"summary": summary_table, "crossarch": crossarch_table, "inrun": inrun_table, "experts": experts_table,
-                "runs": runs_table, "speed": speed_table, "flops": flops_table}
+                "runs": runs_table, "speed": speed_table, "best": best_table, "flops": flops_table}
     per_file = {"results": results_table, "distributed": distributed_table, "profile": profile_table,
                 "kernels": kernels_table}
     if len(sys.argv) < 3 or sys.argv[1] not in {**combined, **per_file}:

@@ -137,6 +137,22 @@ def test_speed_puts_each_configs_rows_from_several_runs_together(tmp_path: Path)
                      "| c2 | 0.500 | 1.000 | 2.00x | 1.00 | 4.0 | 0.250 | — | fp32, compiled | bbbbbbb |"]
 
 
+def test_best_picks_each_configs_fastest_row_and_checks_the_targets(tmp_path: Path) -> None:
+    def row(name: str, ipc: int, seconds: float | None, memory: float, precision: str) -> dict:
+        return {"name": name, "ipc": ipc, "s_per_iter": seconds, "reference_s_per_iter": 1.0, "memory_ratio": memory,
+                "speedup": None if seconds is None else 1.0 / seconds, "precision": precision, "compiled": True}
+
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({"git_revision": "aaaaaaa1", "configs": [
+        row("c1", 1, 0.1, 0.5, "fp32"), row("c10", 10, 0.25, 0.2, "fp32"), row("c50", 50, None, 0.1, "fp32")]}))
+    second = tmp_path / "second.json"
+    second.write_text(json.dumps({"git_revision": "bbbbbbb2", "configs": [
+        row("c1", 1, 0.3, 0.5, "bf16"), row("c10", 10, 0.125, 0.3, "bf16")]}))
+    lines = [line for line in tables("best", str(first), str(second)).splitlines() if line.startswith(("| c1 ", "| c10 "))]
+    assert lines == ["| c1 | fp32, compiled | — | 0.100 | 1.000 | 10.00x | met | 0.500 | — | `first.json` | aaaaaaa |",
+                     "| c10 | bf16, compiled | — | 0.125 | 1.000 | 8.00x | met | 0.300 | missed | `second.json` | bbbbbbb |"]
+
+
 def test_flops_gives_the_achieved_and_the_needed_arithmetic_rate(tmp_path: Path) -> None:
     counts = tmp_path / "distill_flops.json"
     counts.write_text(json.dumps({"kind": "distill_flops", "configs": [
