@@ -325,8 +325,9 @@ def kernels_table(path: Path) -> str:
     distill = "configs" in record
     described = (("config", "precision", "CUDA graphs") if distill
                  else ("experts at once", "precision", "channels-last", "compiled (mode)"))
-    lines = [_caption(path, record), "", *_header(*described, "step ms", "all kernels' GPU ms per step", "kernels listed",
-                                                  "their GPU ms per step", "share of the step", "three largest (ms per step)")]
+    lines = [_caption(path, record), "", *_header(*described, "step ms", "all kernels' GPU ms per step", "GPU busy share",
+                                                  "kernels listed", "their GPU ms per step", "share of the step",
+                                                  "three largest (ms per step)")]
     for row in record["configs" if distill else "rows"]:
         kernels = row.get("top_kernels")
         step_ms = row["s_per_iter"] * 1000 if distill and row.get("s_per_iter") else row.get("step_ms")
@@ -336,8 +337,9 @@ def kernels_table(path: Path) -> str:
         largest = "; ".join(f"{kernel['name'][:48]} ({kernel['ms_per_step']:.2f})" for kernel in kernels[:3])
         way = ((row["name"], _distill_way(row), "yes" if row.get("cuda_graphs") else "no") if distill
                else (row["experts"], row["precision"], "yes" if row["channels_last"] else "no", _way(row)))
-        lines.append(f"| {' | '.join(map(str, way))} | {step_ms:.1f} | {_fmt(row.get('device_ms_per_step'), 1)} | "
-                     f"{len(kernels)} | {busy:.1f} | "
+        device_ms = row.get("device_ms_per_step")
+        lines.append(f"| {' | '.join(map(str, way))} | {step_ms:.1f} | {_fmt(device_ms, 1)} | "
+                     f"{_fmt(device_ms and device_ms / step_ms, 2)} | {len(kernels)} | {busy:.1f} | "
                      f"{busy / step_ms:.2f} | {largest.replace('|', '/')} |")
     return "\n".join(lines)
 

@@ -109,7 +109,7 @@ def test_kernels_compares_the_largest_kernels_with_the_step(tmp_path: Path) -> N
     record = tmp_path / "profile.json"
     record.write_text(json.dumps({"gpu": "GPU", "torch": "2", "git_revision": "abcdef0123", "rows": rows}))
     lines = [line for line in tables("kernels", str(record)).splitlines() if line.startswith("| 10")]
-    assert lines == ["| 10 | fp32 | no | default | 8.0 | — | 2 | 4.0 | 0.50 | conv/wgrad (3.00); norm (1.00) |"]
+    assert lines == ["| 10 | fp32 | no | default | 8.0 | — | — | 2 | 4.0 | 0.50 | conv/wgrad (3.00); norm (1.00) |"]
 
 
 def test_kernels_reads_a_distill_speed_record_too(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_kernels_reads_a_distill_speed_record_too(tmp_path: Path) -> None:
     record = tmp_path / "distill_speed.json"
     record.write_text(json.dumps({"gpu": "GPU", "torch": "2", "git_revision": "abcdef0123", "configs": configs}))
     lines = [line for line in tables("kernels", str(record)).splitlines() if line.startswith("| cifar")]
-    assert lines == ["| cifar10_ipc1 | fp32, compiled | yes | 100.0 | 60.0 | 1 | 20.0 | 0.20 | grid_sample (20.00) |"]
+    assert lines == ["| cifar10_ipc1 | fp32, compiled | yes | 100.0 | 60.0 | 0.60 | 1 | 20.0 | 0.20 | grid_sample (20.00) |"]
 
 
 def test_speed_puts_each_configs_rows_from_several_runs_together(tmp_path: Path) -> None:
