@@ -130,7 +130,7 @@ def flops_table(paths: list[Path]) -> str:
     if not counts:
         sys.exit("tables.py flops: give a distill_flops.json (bench/distill_flops.py) among the files")
     lines = [_file_names(records), "",
-             *_header("config", "way", "ours GFLOP/it", "ours s/it", "ours TFLOP/s", f"TFLOP/s for {SPEED_TARGET:g}x",
+             *_header("config", "way", "chunk", "ours GFLOP/it", "ours s/it", "ours TFLOP/s", f"TFLOP/s for {SPEED_TARGET:g}x",
                       "still to gain", "MTT GFLOP/it", "reference s/it", "reference TFLOP/s", "revision")]
     timed = [(path, record) for path, record in records if record.get("kind") != "distill_flops"]
     for name, rows in _rows_by_config(timed).items():
@@ -140,7 +140,7 @@ def flops_table(paths: list[Path]) -> str:
                 continue
             ours, unrolled = count["ours_gflop_per_iteration"], count["unrolled_gflop_per_iteration"]
             reference_s = row.get("reference_s_per_iter")
-            lines.append(f"| {name} | {_distill_way(row)} | {ours:.0f} | {row['s_per_iter']:.3f} | "
+            lines.append(f"| {name} | {_distill_way(row)} | {row.get('batch_chunk') or '—'} | {ours:.0f} | {row['s_per_iter']:.3f} | "
                          f"{ours / row['s_per_iter'] / 1e3:.1f} | "
                          f"{_fmt(reference_s and ours * SPEED_TARGET / reference_s / 1e3, 1)} | "
                          f"{_fmt(reference_s and row['s_per_iter'] * SPEED_TARGET / reference_s, 2)}x | {unrolled:.0f} | "

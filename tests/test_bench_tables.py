@@ -163,6 +163,6 @@ def test_flops_gives_the_achieved_and_the_needed_arithmetic_rate(tmp_path: Path)
         {"name": "c2", "s_per_iter": 0.1, "reference_s_per_iter": 0.5}]}))
     lines = [line for line in tables("flops", str(counts), str(speed)).splitlines() if line.startswith(("| c1", "| c2"))]
     # 2000 GFLOP in 0.2 s; 5x the reference's 0.5 s needs 2000 GFLOP in 0.1 s; MTT's 1500 GFLOP in 0.5 s.
-    assert lines == ["| c1 | fp32, compiled | 2000 | 0.200 | 10.0 | 20.0 | 2.00x | 1500 | 0.500 | 3.0 | abcdef0 |"]
+    assert lines == ["| c1 | fp32, compiled | — | 2000 | 0.200 | 10.0 | 20.0 | 2.00x | 1500 | 0.500 | 3.0 | abcdef0 |"]
     missing = subprocess.run([sys.executable, str(TABLES), "flops", str(speed)], capture_output=True, text=True, check=False)
     assert missing.returncode != 0 and "distill_flops" in missing.stderr and "Traceback" not in missing.stderr
