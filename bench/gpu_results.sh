@@ -12,7 +12,8 @@
 #                                            # every distill_speed config
 #   bench/gpu_results.sh experts GPU         # cifar10-all-zca from $CIFAR_ROOT while the training way is profiled in
 #                                            # both layouts, then the timed 100 x 50 experts in the faster layout
-#   bench/gpu_results.sh distill-compiled GPU [CONFIG...]   # distill_speed --compile (all nine configs, or those named);
+#   bench/gpu_results.sh distill-compiled GPU [CONFIG...]   # distill_speed --compile --kernels 16 (all nine configs, or
+#                                            # those named; each config's GPU kernels profiled after its timing);
 #                                            # PRECISION=bf16 for the student's forward under bf16 autocast,
 #                                            # CHUNK_PIXELS=N for distill_speed --chunk-pixels N
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
@@ -142,7 +143,7 @@ case "${1:-}" in
     [ $# -gt 0 ] && configs=(--configs "$@")
     precision=${PRECISION:-fp32}
     name=distill_compiled_$precision${CHUNK_PIXELS:+_chunk$CHUNK_PIXELS}
-    background "$name" "$gpu" python3 "$HERE/distill_speed.py" --compile --precision "$precision" \
+    background "$name" "$gpu" python3 "$HERE/distill_speed.py" --compile --kernels 16 --precision "$precision" \
       ${CHUNK_PIXELS:+--chunk-pixels "$CHUNK_PIXELS"} "${configs[@]}" --out "$RESULTS/$name.json"
     ;;
   prepare-cifar)
