@@ -15,7 +15,8 @@
 #   bench/gpu_results.sh distill-compiled GPU [CONFIG...]   # distill_speed --compile --kernels 16 (all nine configs, or
 #                                            # those named; each config's GPU kernels profiled after its timing);
 #                                            # PRECISION=bf16 for the student's forward under bf16 autocast,
-#                                            # CHUNK_PIXELS=N for distill_speed --chunk-pixels N
+#                                            # CHUNK_PIXELS=N for distill_speed --chunk-pixels N,
+#                                            # CHANNELS_LAST=1 for --channels-last
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
 #                                            # with the full-data baseline on B (A = B on a one-GPU machine)
@@ -142,9 +143,9 @@ case "${1:-}" in
     configs=()
     [ $# -gt 0 ] && configs=(--configs "$@")
     precision=${PRECISION:-fp32}
-    name=distill_compiled_$precision${CHUNK_PIXELS:+_chunk$CHUNK_PIXELS}
+    name=distill_compiled_$precision${CHUNK_PIXELS:+_chunk$CHUNK_PIXELS}${CHANNELS_LAST:+_channels_last}
     background "$name" "$gpu" python3 "$HERE/distill_speed.py" --compile --kernels 16 --precision "$precision" \
-      ${CHUNK_PIXELS:+--chunk-pixels "$CHUNK_PIXELS"} "${configs[@]}" --out "$RESULTS/$name.json"
+      ${CHUNK_PIXELS:+--chunk-pixels "$CHUNK_PIXELS"} ${CHANNELS_LAST:+--channels-last} "${configs[@]}" --out "$RESULTS/$name.json"
     ;;
   prepare-cifar)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"

@@ -150,8 +150,9 @@ def flops_table(paths: list[Path]) -> str:
 
 
 def _distill_way(row: dict) -> str:
-    """A distill_speed row's arithmetic: its precision, and ', compiled' for compiled student steps."""
-    return f"{row.get('precision', 'fp32')}{', compiled' if row.get('compiled') else ''}"
+    """A distill_speed row's arithmetic: its precision, ', compiled' for compiled student steps, ', channels-last'."""
+    return (f"{row.get('precision', 'fp32')}{', compiled' if row.get('compiled') else ''}"
+            f"{', channels-last' if row.get('channels_last') else ''}")
 
 
 def distributed_table(path: Path) -> str:

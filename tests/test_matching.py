@@ -145,3 +145,17 @@ def test_padded_image_channels_give_the_same_matching_gradients(monkeypatch):
     torch.testing.assert_close(padded.loss, plain.loss, rtol=1e-12, atol=0)
     torch.testing.assert_close(padded.images, plain.images, rtol=1e-10, atol=1e-14)
     torch.testing.assert_close(padded.step_size, plain.step_size, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not CAN_COMPILE_ON_CPU, reason="torch.compile on CPU needs a C++ compiler and Python's headers"))])
+def test_channels_last_batches_give_the_same_matching_gradients(compile):
+    flat_view, start, target, images, labels = float32_problem(size=16, depth=2, width=16)
+    plain = InnerLoop(flat_view, steps=3, batch_size=10, augment=DiffAugment())
+    channels_last = dataclasses.replace(plain, channels_last=True, compile=compile, _compiled={})
+    expected = plain.loss_and_gradients(images, labels, torch.tensor(0.01), start, target, seeded_generator(4))
+    result = channels_last.loss_and_gradients(images, labels, torch.tensor(0.01), start, target, seeded_generator(4))
+    torch.testing.assert_close(result.loss, expected.loss, rtol=1e-5, atol=0)
+    torch.testing.assert_close(result.images, expected.images, rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(result.step_size, expected.step_size, rtol=1e-4, atol=0)
+    assert result.images.is_contiguous()  # the synthetic images' gradient keeps their own layout

@@ -88,6 +88,11 @@ class InnerLoop:
     backward pass) into fused kernels, inside CUDA graphs where those are used. Written with torch.func for this
     (autograd's double backward cannot be compiled; uncompiled, torch.func was slower than autograd on a CPU). The
     augmentation stays uncompiled and is differentiated apart, so one compiled function serves every augmentation op."""
+    channels_last: bool = False
+    """Feed the student network channels-last (NHWC) batches: GPU convolution kernels run in NHWC, so NCHW activations
+    are converted at every convolution (cuDNN's nchwToNhwcKernel was among the three largest kernels of most compiled
+    bf16 configs on an H200). Compiled, the whole step then keeps that layout, the normalisation included. Same
+    gradients (tests/test_matching.py)."""
     _graph_cache: dict = field(default_factory=dict, compare=False, repr=False)
     _compiled: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -113,6 +118,8 @@ class InnerLoop:
 
     def _network_loss(self, theta: torch.Tensor, augmented: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Sum of the per-image loss, divided by the whole batch size (so chunks add up to the mean)."""
+        if self.channels_last:
+            augmented = augmented.contiguous(memory_format=torch.channels_last)
         with torch.autocast(augmented.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.flat_view.forward(theta, augmented)
         return F.cross_entropy(logits.to(theta.dtype), labels, reduction="sum") / self.batch_size

@@ -31,6 +31,8 @@ class DistillSettings(Settings):
         "GPUs with bf16 units; pixel gradients agree with fp32 to cosine >= 0.99, see docs/performance.md)")
     compile: bool = Field(False, description="torch.compile the student network's part of each inner step (fused "
                           "kernels, inside the CUDA graphs where those run; compiles for a minute or more first)")
+    channels_last: bool = Field(False, description="feed the student network channels-last (NHWC) batches, the layout of "
+                                "GPU convolution kernels (same gradients; with --compile the whole step keeps it)")
     init: Literal["real", "noise"] = "real"
     lr_img: float = Field(100.0, gt=0)
     momentum_img: float = Field(0.5, ge=0, lt=1)
