@@ -10,6 +10,7 @@ CHANNEL_MULTIPLE = 8
 """Tensor-core convolution kernels need channel counts in multiples of 8 (bf16; 4 for TF32)."""
 
 PADDED_DEVICE_TYPES = frozenset({"cuda"})
+"""Where the padding pays; CPU kernels take 3 channels as they come, and padding would only add work there."""
 
 
 class ChannelPaddedConv2d(nn.Conv2d):
