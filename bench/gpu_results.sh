@@ -17,9 +17,11 @@
 #                                            # PRECISION=bf16 for the student's forward under bf16 autocast,
 #                                            # CHUNK_PIXELS=N for distill_speed --chunk-pixels N,
 #                                            # CHANNELS_LAST=1 for --channels-last
-#   bench/gpu_results.sh padded-layouts GPU  # after the channel padding, one after another: compiled bf16 channels-last
-#                                            # on all nine configs, compiled bf16 NCHW on three, compiled fp32 on
-#                                            # CIFAR-10 IPC 50 in both layouts (all with kernels), the expert step in both
+#   bench/gpu_results.sh padded-layouts GPU  # after the channel padding, one after another, most wanted first: compiled
+#                                            # bf16 channels-last on all nine configs, then with stored steps on the
+#                                            # 128-px IPC 1 and 10 configs, compiled fp32 channels-last on CIFAR-10 IPC 50
+#                                            # (all with kernels), the expert step in both layouts, compiled bf16 NCHW
+#                                            # on three configs and fp32 NCHW on CIFAR-10 IPC 50
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
 #                                            # with the full-data baseline on B (A = B on a one-GPU machine)
@@ -154,11 +156,15 @@ case "${1:-}" in
     speed="python3 $HERE/distill_speed.py --compile --kernels 16"
     background padded_layouts "${2:?usage: $0 padded-layouts GPU}" bash -c "
       $speed --precision bf16 --channels-last --out $RESULTS/distill_padded_bf16_channels_last.json
-      $speed --precision bf16 --configs cifar10_ipc10 cifar100_ipc10 gzoo2_128_ipc10 --out $RESULTS/distill_padded_bf16.json
+      $speed --precision bf16 --channels-last --stored-steps 50 --configs gzoo2_128_ipc1 \
+        --out $RESULTS/distill_padded_bf16_channels_last_stored_all.json
+      $speed --precision bf16 --channels-last --stored-steps 3 --configs gzoo2_128_ipc10 \
+        --out $RESULTS/distill_padded_bf16_channels_last_stored_3.json
       $speed --channels-last --configs cifar10_ipc50 --out $RESULTS/distill_padded_fp32_channels_last.json
-      $speed --configs cifar10_ipc50 --out $RESULTS/distill_padded_fp32.json
       python3 $HERE/experts_profile.py --experts 10 --training-way-only --precisions bf16-full --layouts nchw nhwc \
-        --out $RESULTS/experts_layouts_padded.json"
+        --out $RESULTS/experts_layouts_padded.json
+      $speed --precision bf16 --configs cifar10_ipc10 cifar100_ipc10 gzoo2_128_ipc10 --out $RESULTS/distill_padded_bf16.json
+      $speed --configs cifar10_ipc50 --out $RESULTS/distill_padded_fp32.json"
     ;;
   prepare-cifar)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"

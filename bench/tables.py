@@ -150,9 +150,11 @@ def flops_table(paths: list[Path]) -> str:
 
 
 def _distill_way(row: dict) -> str:
-    """A distill_speed row's arithmetic: its precision, ', compiled' for compiled student steps, ', channels-last'."""
+    """A distill_speed row's way: its precision, ', compiled' for compiled student steps, ', channels-last', and how
+    many steps' graphs were stored."""
+    stored = row.get("stored_steps")
     return (f"{row.get('precision', 'fp32')}{', compiled' if row.get('compiled') else ''}"
-            f"{', channels-last' if row.get('channels_last') else ''}")
+            f"{', channels-last' if row.get('channels_last') else ''}{f', {stored} steps stored' if stored else ''}")
 
 
 def distributed_table(path: Path) -> str:

@@ -147,10 +147,11 @@ def test_best_picks_each_configs_fastest_row_and_checks_the_targets(tmp_path: Pa
         row("c1", 1, 0.1, 0.5, "fp32"), row("c10", 10, 0.25, 0.2, "fp32"), row("c50", 50, None, 0.1, "fp32")]}))
     second = tmp_path / "second.json"
     second.write_text(json.dumps({"git_revision": "bbbbbbb2", "configs": [
-        row("c1", 1, 0.3, 0.5, "bf16"), row("c10", 10, 0.125, 0.3, "bf16")]}))
+        row("c1", 1, 0.3, 0.5, "bf16"), {**row("c10", 10, 0.125, 0.3, "bf16"), "channels_last": True, "stored_steps": 3}]}))
     lines = [line for line in tables("best", str(first), str(second)).splitlines() if line.startswith(("| c1 ", "| c10 "))]
     assert lines == ["| c1 | fp32, compiled | — | 0.100 | 1.000 | 10.00x | met | 0.500 | — | `first.json` | aaaaaaa |",
-                     "| c10 | bf16, compiled | — | 0.125 | 1.000 | 8.00x | met | 0.300 | missed | `second.json` | bbbbbbb |"]
+                     "| c10 | bf16, compiled, channels-last, 3 steps stored | — | 0.125 | 1.000 | 8.00x | met | 0.300 | missed | "
+                     "`second.json` | bbbbbbb |"]
 
 
 def test_flops_gives_the_achieved_and_the_needed_arithmetic_rate(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ graph at a time and propagates v_i = dL/dtheta_i with Hessian-vector products,
     v_i = v_{i+1} - alpha * H_i v_{i+1},   dL/dX += -alpha * (dg_i/dX)^T v_{i+1},
     dL/dalpha += -g_i^T v_{i+1},
 
-so memory is one step's graph (or one chunk of the batch) however long the unroll is.
+so memory is one step's graph (or one chunk of the batch) however long the unroll is. Where memory
+allows, the last `stored_steps` steps keep their graphs from the forward sweep instead of recomputing
+them (all of them: MTT's memory and MTT's arithmetic, no step computed twice).
 Everything is functional over flat parameter vectors, on CPU and GPU alike.
 """
 
@@ -31,6 +33,7 @@ import torch.distributed
 import torch.nn.functional as F
 
 from galaxy_distill.data.augment import AugmentDraw, DiffAugment
+from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.runtime import CapturedCall
 
@@ -69,6 +72,17 @@ class MatchingGradients:
 
 
 @dataclass(frozen=True)
+class _StoredStep:
+    """A forward-sweep step's graph, kept for the backward sweep: this process's part of the step's gradient, a function
+    of the step's parameters and selected images that autograd differentiates, and the whole gradient's value."""
+
+    theta: torch.Tensor
+    selected: torch.Tensor
+    local_gradient: torch.Tensor
+    gradient: torch.Tensor
+
+
+@dataclass(frozen=True)
 class InnerLoop:
     """How the student trains on the synthetic set: steps, batch size, augmentation, memory chunking."""
 
@@ -93,8 +107,18 @@ class InnerLoop:
     are converted at every convolution (cuDNN's nchwToNhwcKernel was among the three largest kernels of most compiled
     bf16 configs on an H200). Compiled, the whole step then keeps that layout, the normalisation included. Same
     gradients (tests/test_matching.py)."""
+    stored_steps: int = 0
+    """How many of the last inner steps keep their graph from the forward sweep, so that the backward sweep
+    differentiates it instead of running the step's forward and backward pass again: less arithmetic, at the memory of
+    one step's graph for each (0: every step recomputed, in the least memory; `steps`: all stored, as MTT does).
+    Stored steps run outside CUDA graphs. Same gradients (tests/test_matching.py)."""
     _graph_cache: dict = field(default_factory=dict, compare=False, repr=False)
     _compiled: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.stored_steps <= self.steps:
+            raise GalaxyDistillError(f"stored steps must lie between 0 and the {self.steps} inner steps, "
+                                     f"not {self.stored_steps}")
 
     def draw_batches(self, num_images: int, generator: torch.Generator) -> torch.Tensor:
         """Indices (steps, batch) walking through shuffled passes over the synthetic set, as MTT does."""
@@ -206,6 +230,32 @@ class InnerLoop:
             hessian_vector, gradient_dot_adjoint = reduced[:-1], reduced[-1]
         return adjoint - alpha * hessian_vector, -alpha * selected_grad, gradient_dot_adjoint
 
+    def _stored_forward_step(self, ops: tuple[str, ...], images: torch.Tensor, labels: torch.Tensor, theta: torch.Tensor,
+                             indices: torch.Tensor, params: torch.Tensor, alpha: torch.Tensor
+                             ) -> tuple[torch.Tensor, _StoredStep]:
+        """`_forward_step`, keeping the step's graph for `_stored_backward_step`."""
+        draw = self._one_step_draw(ops, params, images.shape[-1])
+        theta = theta.detach().requires_grad_(True)
+        selected = images[indices].requires_grad_(True)
+        chosen_labels = labels[indices]
+        local_gradient = torch.zeros_like(theta)
+        for rows in self._chunks():
+            if self.compile:  # differentiable: torch.compile keeps what the gradient's own backward needs
+                augmented = self._augmented(selected[rows], draw, rows)
+                local_gradient = local_gradient + self._compiled_part("_loss_gradient")(theta, augmented, chosen_labels[rows])
+            else:
+                loss = self._batch_loss(theta, selected[rows], chosen_labels[rows], draw, rows)
+                local_gradient = local_gradient + torch.autograd.grad(loss, theta, create_graph=True)[0]
+        gradient = self.shard.sum(local_gradient.detach().clone())
+        return theta.detach() - alpha * gradient, _StoredStep(theta, selected, local_gradient, gradient)
+
+    def _stored_backward_step(self, stored: _StoredStep, adjoint: torch.Tensor, alpha: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_backward_step` from a stored step's graph."""
+        hessian_vector, selected_grad = torch.autograd.grad(stored.local_gradient, (stored.theta, stored.selected),
+                                                            grad_outputs=adjoint)
+        return adjoint - alpha * self.shard.sum(hessian_vector), -alpha * selected_grad, stored.gradient @ adjoint
+
     def replays_graphs(self, images: torch.Tensor) -> bool:
         """Whether steps on these images run as CUDA graphs: one process, a GPU, a launch-bound batch."""
         launch_bound = self.batch_size * images.shape[-1] * images.shape[-2] <= GRAPH_PIXEL_LIMIT
@@ -219,9 +269,9 @@ class InnerLoop:
                 functools.partial(self._backward_step, images=images, labels=labels))
 
     def _unroll(self, forward, start: torch.Tensor, batches: torch.Tensor, draws: AugmentDraw,
-                alpha: torch.Tensor) -> list[torch.Tensor]:
+                alpha: torch.Tensor, steps: int) -> list[torch.Tensor]:
         thetas = [start.detach()]
-        for step in range(self.steps):
+        for step in range(steps):
             thetas.append(forward(draws.ops[step], theta=thetas[-1], indices=batches[step], params=draws.params[step],
                                   alpha=alpha).clone())
         return thetas
@@ -232,26 +282,36 @@ class InnerLoop:
         batches, draws = self._draw(images, generator)
         images = images.detach()
         forward, _ = self._step_functions(images, labels)
-        thetas = self._unroll(forward, start, batches, draws, step_size.detach().to(images.dtype))
+        thetas = self._unroll(forward, start, batches, draws, step_size.detach().to(images.dtype), self.steps)
         return (thetas[-1] - target).pow(2).sum() / (start - target).pow(2).sum()
 
     def loss_and_gradients(self, images: torch.Tensor, labels: torch.Tensor, step_size: torch.Tensor,
                            start: torch.Tensor, target: torch.Tensor, generator: torch.Generator) -> MatchingGradients:
-        """The matching loss and its exact gradients w.r.t. the images and the step size, in bounded memory."""
+        """The matching loss and its exact gradients w.r.t. the images and the step size, in bounded memory (one step's
+        graph, and each stored step's)."""
         batches, draws = self._draw(images, generator)
         images = images.detach()
         alpha = step_size.detach().to(images.dtype)
         forward, backward = self._step_functions(images, labels)
-        thetas = self._unroll(forward, start, batches, draws, alpha)
+        first_stored = self.steps - self.stored_steps
+        thetas = self._unroll(forward, start, batches, draws, alpha, first_stored)
+        stored: dict[int, _StoredStep] = {}
+        for step in range(first_stored, self.steps):
+            theta, stored[step] = self._stored_forward_step(draws.ops[step], images, labels, thetas[-1], batches[step],
+                                                            draws.params[step], alpha)
+            thetas.append(theta)
         reference = (start - target).pow(2).sum()
         loss = (thetas[-1] - target).pow(2).sum() / reference
         adjoint = 2.0 * (thetas[-1] - target) / reference
         image_grad = torch.zeros_like(images)
         alpha_grad = torch.zeros((), device=images.device, dtype=images.dtype)
         for step in reversed(range(self.steps)):
-            adjoint, selected_grad, gradient_dot_adjoint = backward(
-                draws.ops[step], theta=thetas[step], adjoint=adjoint, indices=batches[step], params=draws.params[step],
-                alpha=alpha)
+            if step in stored:  # popped: the step's graph is freed once used
+                adjoint, selected_grad, gradient_dot_adjoint = self._stored_backward_step(stored.pop(step), adjoint, alpha)
+            else:
+                adjoint, selected_grad, gradient_dot_adjoint = backward(
+                    draws.ops[step], theta=thetas[step], adjoint=adjoint, indices=batches[step], params=draws.params[step],
+                    alpha=alpha)
             image_grad.index_add_(0, batches[step], selected_grad)
             alpha_grad = alpha_grad - gradient_dot_adjoint
             adjoint = adjoint.clone()

@@ -236,7 +236,8 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     batch_size = min(settings.batch_syn or len(images), len(images))
     inner = InnerLoop(flat_view, settings.syn_steps, batch_size, DiffAugment(strategy=settings.augment),
                       chunk_size=settings.batch_chunk, cuda_graphs=settings.cuda_graphs, shard=distributed.shard(),
-                      bf16=settings.precision == "bf16", compile=settings.compile, channels_last=settings.channels_last)
+                      bf16=settings.precision == "bf16", compile=settings.compile, channels_last=settings.channels_last,
+                      stored_steps=settings.stored_steps)
     images = images.to(device).requires_grad_(True)
     labels = labels.to(device)
     stages = settings.max_start_epoch if (settings.lr_per_stage and settings.method == "stm") else 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from galaxy_distill.config import Settings
 
@@ -33,6 +33,9 @@ class DistillSettings(Settings):
                           "kernels, inside the CUDA graphs where those run; compiles for a minute or more first)")
     channels_last: bool = Field(False, description="feed the student network channels-last (NHWC) batches, the layout of "
                                 "GPU convolution kernels (same gradients; with --compile the whole step keeps it)")
+    stored_steps: int = Field(0, ge=0, description="keep the graphs of this many of the last inner steps from the "
+                              "forward sweep instead of recomputing them: less arithmetic, one step's graph of memory "
+                              "each (at most --syn-steps; same gradients)")
     init: Literal["real", "noise"] = "real"
     lr_img: float = Field(100.0, gt=0)
     momentum_img: float = Field(0.5, ge=0, lt=1)
@@ -57,3 +60,8 @@ class DistillSettings(Settings):
     stm_decay_every: int = Field(50, ge=1)
     stm_stop_factor: float = Field(0.01, gt=0, lt=1)
 
+    @model_validator(mode="after")
+    def _stored_steps_within_the_unroll(self) -> DistillSettings:
+        if self.stored_steps > self.syn_steps:
+            raise ValueError(f"stored_steps {self.stored_steps} exceeds syn_steps {self.syn_steps}")
+        return self
