@@ -18,9 +18,9 @@ class ChannelPaddedConv2d(nn.Conv2d):
     gradients (the added channels are zero in both), computed by tensor-core kernels.
 
     With 3 colour channels cuDNN picks slow kernels (unaligned, or without tensor cores): in the H200 kernel profiles
-    of compiled trajectory matching (bench/results/results-2026-11-29-bf16) the most time-consuming kernel of most
-    configs was such a convolution, called once or twice an inner step. The weight keeps its shape, so checkpoints and
-    flat parameter vectors are unchanged.
+    of compiled trajectory matching (bench/results/results-2026-11-29-bf16) such a convolution kernel, called once or
+    twice an inner step, was among the three most time-consuming of every config. The weight keeps its shape, so
+    checkpoints and flat parameter vectors are unchanged.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
