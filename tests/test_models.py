@@ -196,3 +196,23 @@ def test_padded_image_channels_give_the_same_logits_and_gradients(name: str, siz
     assert seen_channels[0] == 8 and channels not in seen_channels
     for ours, reference in zip(padded, plain, strict=True):
         torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_gpu_channel_padding_gives_the_unpadded_logits_and_gradients(name: str, monkeypatch) -> None:
+    from galaxy_distill.models import padded_conv
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    model = build_model(name, 3, 5, 32).cuda().eval()
+    x = images(4, 3, 32).cuda().requires_grad_(True)
+
+    def outputs_and_gradients() -> list[torch.Tensor]:
+        logits = model(x)
+        return [logits, *torch.autograd.grad(logits.square().sum(), [x, *model.parameters()])]
+
+    padded = outputs_and_gradients()
+    monkeypatch.setattr(padded_conv, "PADDED_DEVICE_TYPES", frozenset())
+    for ours, reference in zip(padded, outputs_and_gradients(), strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
