@@ -104,8 +104,8 @@ class InnerLoop:
     augmentation stays uncompiled and is differentiated apart, so one compiled function serves every augmentation op."""
     channels_last: bool = False
     """Feed the student network channels-last (NHWC) batches: GPU convolution kernels run in NHWC, so NCHW activations
-    are converted at every convolution (cuDNN's nchwToNhwcKernel was among the three largest kernels of most compiled
-    bf16 configs on an H200). Compiled, the whole step then keeps that layout, the normalisation included. Same
+    are converted at every convolution (cuDNN's nchwToNhwcKernel was among the three largest kernels of every compiled
+    bf16 config on an H200). Compiled, the whole step then keeps that layout, the normalisation included. Same
     gradients (tests/test_matching.py)."""
     stored_steps: int = 0
     """How many of the last inner steps keep their graph from the forward sweep, so that the backward sweep
