@@ -91,6 +91,9 @@ def best_table(paths: list[Path]) -> str:
     for name, rows in _rows_by_config(records).items():
         timed = [(row, record) for row, record in rows if row.get("s_per_iter") is not None]
         if not timed:
+            notes = "; ".join(sorted({row.get("note") or "no time" for row, _ in rows}))
+            lines.append(f"| {name} | not timed ({notes.replace('|', '/')}) | — | — | "
+                         f"{_fmt(rows[0][0].get('reference_s_per_iter'))} | — | — | — | — | — | — |")
             continue
         row, record = min(timed, key=lambda pair: pair[0]["s_per_iter"])
         speedup, memory = row.get("speedup"), row.get("memory_ratio")

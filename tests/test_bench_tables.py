@@ -144,14 +144,16 @@ def test_best_picks_each_configs_fastest_row_and_checks_the_targets(tmp_path: Pa
 
     first = tmp_path / "first.json"
     first.write_text(json.dumps({"git_revision": "aaaaaaa1", "configs": [
-        row("c1", 1, 0.1, 0.5, "fp32"), row("c10", 10, 0.25, 0.2, "fp32"), row("c50", 50, None, 0.1, "fp32")]}))
+        row("c1", 1, 0.1, 0.5, "fp32"), row("c10", 10, 0.25, 0.2, "fp32"),
+        {**row("c50", 50, None, 0.1, "fp32"), "note": "out of memory"}]}))
     second = tmp_path / "second.json"
     second.write_text(json.dumps({"git_revision": "bbbbbbb2", "configs": [
         row("c1", 1, 0.3, 0.5, "bf16"), {**row("c10", 10, 0.125, 0.3, "bf16"), "channels_last": True, "stored_steps": 3}]}))
-    lines = [line for line in tables("best", str(first), str(second)).splitlines() if line.startswith(("| c1 ", "| c10 "))]
+    lines = [line for line in tables("best", str(first), str(second)).splitlines() if line.startswith(("| c1 ", "| c10 ", "| c50 "))]
     assert lines == ["| c1 | fp32, compiled | — | 0.100 | 1.000 | 10.00x | met | 0.500 | — | `first.json` | aaaaaaa |",
                      "| c10 | bf16, compiled, channels-last, 3 steps stored | — | 0.125 | 1.000 | 8.00x | met | 0.300 | missed | "
-                     "`second.json` | bbbbbbb |"]
+                     "`second.json` | bbbbbbb |",
+                     "| c50 | not timed (out of memory) | — | — | 1.000 | — | — | — | — | — | — |"]
 
 
 def test_flops_gives_the_achieved_and_the_needed_arithmetic_rate(tmp_path: Path) -> None:
