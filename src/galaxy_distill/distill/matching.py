@@ -183,15 +183,22 @@ class InnerLoop:
             self._compiled[name] = torch.compile(getattr(self, name), dynamic=False)
         return self._compiled[name]
 
-    def _gradient(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
-        theta = theta.detach().requires_grad_(not self.compile)
+    def _local_gradient(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw,
+                        create_graph: bool = False) -> torch.Tensor:
+        """This process's part of g on a step's selected images, chunk by chunk. With `create_graph` (a stored step:
+        `theta` and `images` require grad) autograd can differentiate it; compiled, torch.compile keeps what the
+        compiled gradient's own backward needs."""
         total = torch.zeros_like(theta)
         for rows in self._chunks():
             if self.compile:
                 total += self._compiled_part("_loss_gradient")(theta, self._augmented(images[rows], draw, rows), labels[rows])
             else:
-                total += torch.autograd.grad(self._batch_loss(theta, images[rows], labels[rows], draw, rows), theta)[0]
-        return self.shard.sum(total)
+                loss = self._batch_loss(theta, images[rows], labels[rows], draw, rows)
+                total += torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
+        return total
+
+    def _gradient(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
+        return self.shard.sum(self._local_gradient(theta.detach().requires_grad_(not self.compile), images, labels, draw))
 
     def _one_step_draw(self, ops: tuple[str, ...], params: torch.Tensor, image_size: int) -> AugmentDraw:
         return AugmentDraw((ops,), params.unsqueeze(0), image_size, self.augment.cutout_size(image_size))
@@ -237,15 +244,7 @@ class InnerLoop:
         draw = self._one_step_draw(ops, params, images.shape[-1])
         theta = theta.detach().requires_grad_(True)
         selected = images[indices].requires_grad_(True)
-        chosen_labels = labels[indices]
-        local_gradient = torch.zeros_like(theta)
-        for rows in self._chunks():
-            if self.compile:  # differentiable: torch.compile keeps what the gradient's own backward needs
-                augmented = self._augmented(selected[rows], draw, rows)
-                local_gradient = local_gradient + self._compiled_part("_loss_gradient")(theta, augmented, chosen_labels[rows])
-            else:
-                loss = self._batch_loss(theta, selected[rows], chosen_labels[rows], draw, rows)
-                local_gradient = local_gradient + torch.autograd.grad(loss, theta, create_graph=True)[0]
+        local_gradient = self._local_gradient(theta, selected, labels[indices], draw, create_graph=True)
         gradient = self.shard.sum(local_gradient.detach().clone())
         return theta.detach() - alpha * gradient, _StoredStep(theta, selected, local_gradient, gradient)
 
