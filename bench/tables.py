@@ -61,7 +61,7 @@ def results_table(path: Path) -> str:
 def speed_table(paths: list[Path]) -> str:
     """One table of distill_speed rows from every file, each config's rows together (in the order the configs first
     appear), so that ways measured in separate runs read side by side."""
-    records = [(path, json.loads(path.read_text())) for path in paths]
+    records = _records(paths)
     machines = dict.fromkeys(f"{record.get('gpu')}, torch {record.get('torch')}, CUDA graphs {record.get('cuda_graphs', False)}"
                              for _, record in records)
     lines = [f"{_file_names(records)} — {'; '.join(machines)}", "",
@@ -72,8 +72,12 @@ def speed_table(paths: list[Path]) -> str:
             lines.append(f"| {name} | {_fmt(row.get('s_per_iter'))} | {_fmt(row.get('reference_s_per_iter'))} | "
                          f"{_fmt(row.get('speedup'), 2)}x | {_fmt(row.get('peak_mem_gib'), 2)} | "
                          f"{_fmt(row.get('reference_peak_mem_gib'), 1)} | {_fmt(row.get('memory_ratio'), 3)} | {row.get('batch_chunk') or '—'} | "
-                         f"{_distill_way(row)} | {(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
+                         f"{_distill_way(row)} | {_revision(row, record)} |")
     return "\n".join(lines)
+
+
+SPEED_TARGET = 5.0
+"""The issue's target: this many times faster than the reference MTT implementation."""
 
 
 MEMORY_TARGET = 0.25
@@ -82,7 +86,7 @@ MEMORY_TARGET = 0.25
 
 def best_table(paths: list[Path]) -> str:
     """Each config's fastest distill_speed row among the files, against the speed and memory targets."""
-    records = [(path, json.loads(path.read_text())) for path in paths]
+    records = _records(paths)
     lines = [_file_names(records), "",
              *_header("config", "fastest way", "chunk", "ours s/it", "reference s/it", "speed-up",
                       f"speed target ({SPEED_TARGET:g}x)", "memory ratio", f"memory target (IPC >= 10: <= {MEMORY_TARGET:g})",
@@ -103,8 +107,17 @@ def best_table(paths: list[Path]) -> str:
         lines.append(f"| {name} | {_distill_way(row)} | {row.get('batch_chunk') or '—'} | {_fmt(row['s_per_iter'])} | "
                      f"{_fmt(row.get('reference_s_per_iter'))} | {_fmt(speedup, 2)}x | {speed_verdict} | {_fmt(memory, 3)} | "
                      f"{memory_verdict} | `{paths_of[id(record)].name}` | "
-                     f"{(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
+                     f"{_revision(row, record)} |")
     return "\n".join(lines)
+
+
+def _records(paths: list[Path]) -> list[tuple[Path, dict]]:
+    return [(path, json.loads(path.read_text())) for path in paths]
+
+
+def _revision(row: dict, record: dict) -> str:
+    """The short git revision a distill_speed row was measured at (its own run's, for rows an --append kept)."""
+    return (row.get("run") or record).get("git_revision", "unknown")[:7]
 
 
 def _file_names(records: list[tuple[Path, dict]]) -> str:
@@ -120,15 +133,11 @@ def _rows_by_config(records: list[tuple[Path, dict]]) -> dict[str, list[tuple[di
     return rows_by_config
 
 
-SPEED_TARGET = 5.0
-"""The issue's target: this many times faster than the reference MTT implementation."""
-
-
 def flops_table(paths: list[Path]) -> str:
     """Achieved arithmetic rate of every distill_speed row, from the FLOP counts of a distill_flops file among `paths`
     (ours per iteration, and MTT's unrolled formulation with the reference's seconds), the rate the target needs, and the
     speed-up still to gain for it (below 1: met)."""
-    records = [(path, json.loads(path.read_text())) for path in paths]
+    records = _records(paths)
     counts = {row["name"]: row for _, record in records if record.get("kind") == "distill_flops" for row in record["configs"]}
     if not counts:
         sys.exit("tables.py flops: give a distill_flops.json (bench/distill_flops.py) among the files")
@@ -148,7 +157,7 @@ def flops_table(paths: list[Path]) -> str:
                          f"{_fmt(reference_s and ours * SPEED_TARGET / reference_s / 1e3, 1)} | "
                          f"{_fmt(reference_s and row['s_per_iter'] * SPEED_TARGET / reference_s, 2)}x | {unrolled:.0f} | "
                          f"{_fmt(reference_s)} | {_fmt(reference_s and unrolled / reference_s / 1e3, 1)} | "
-                         f"{(row.get('run') or record).get('git_revision', 'unknown')[:7]} |")
+                         f"{_revision(row, record)} |")
     return "\n".join(lines)
 
 
