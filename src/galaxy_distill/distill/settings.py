@@ -32,7 +32,8 @@ class DistillSettings(Settings):
     compile: bool = Field(False, description="torch.compile the student network's part of each inner step (fused "
                           "kernels, inside the CUDA graphs where those run; compiles for a minute or more first)")
     channels_last: bool = Field(False, description="feed the student network channels-last (NHWC) batches, the layout of "
-                                "GPU convolution kernels (same gradients; with --compile the whole step keeps it)")
+                                "GPU convolution kernels (same gradients; with --compile the whole step keeps it; no faster "
+                                "for ConvNet-3 on an H200, docs/performance.md)")
     stored_steps: int = Field(0, ge=0, description="keep the graphs of this many of the last inner steps from the "
                               "forward sweep instead of recomputing them: less arithmetic, one step's graph of memory "
                               "each (at most --syn-steps; same gradients)")
