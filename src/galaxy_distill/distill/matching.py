@@ -106,7 +106,8 @@ class InnerLoop:
     """Feed the student network channels-last (NHWC) batches: GPU convolution kernels run in NHWC, so NCHW activations
     are converted at every convolution (cuDNN's nchwToNhwcKernel was among the three largest kernels of every compiled
     bf16 config on an H200). Compiled, the whole step then keeps that layout, the normalisation included. Same
-    gradients (tests/test_matching.py)."""
+    gradients (tests/test_matching.py); on the H200 no faster for ConvNet-3, copies replacing the conversions
+    (docs/performance.md)."""
     stored_steps: int = 0
     """How many of the last inner steps keep their graph from the forward sweep, so that the backward sweep
     differentiates it instead of running the step's forward and backward pass again: less arithmetic, at the memory of

@@ -15,12 +15,13 @@ PADDED_DEVICE_TYPES = frozenset({"cuda"})
 
 class ChannelPaddedConv2d(nn.Conv2d):
     """A Conv2d that, on GPUs, zero-pads its input channels and its weight's to a multiple of 8: the same output and
-    gradients (the added channels are zero in both), computed by tensor-core kernels.
+    gradients (the added channels are zero in both), in cuDNN kernels for aligned channel counts.
 
-    With 3 colour channels cuDNN picks slow kernels (unaligned, or without tensor cores): in the H200 kernel profiles
-    of compiled trajectory matching (bench/results/results-2026-11-29-bf16) such a convolution kernel, called once or
-    twice an inner step, was among the three most time-consuming of every config. The weight keeps its shape, so
-    checkpoints and flat parameter vectors are unchanged.
+    Tensor-core kernels want channel counts in multiples of 8, and narrow cuDNN convolution kernels were among the three
+    most time-consuming of every compiled trajectory-matching config on an H200. Padded, compiled bf16 matching ran a
+    few percent faster on the configs timed both ways (bench/results/results-2026-11-29-padded, docs/performance.md),
+    though those narrow kernels stayed. The weight keeps its shape, so checkpoints and flat parameter vectors are
+    unchanged.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
