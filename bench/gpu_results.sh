@@ -22,6 +22,10 @@
 #                                            # 128-px IPC 1 and 10 configs, compiled fp32 channels-last on CIFAR-10 IPC 50
 #                                            # (all with kernels), the expert step in both layouts, compiled bf16 NCHW
 #                                            # on three configs and fp32 NCHW on CIFAR-10 IPC 50
+#   bench/gpu_results.sh final GPU           # everything docs/performance.md states, at one revision: the CUDA tests
+#                                            # (while cifar10-all-zca is prepared from $CIFAR_ROOT), the timed 100 x 50
+#                                            # experts (as `experts`), then distill_speed --compile --precision bf16
+#                                            # on all nine configs and fp32 on CIFAR-10 IPC 50
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
 #                                            # with the full-data baseline on B (A = B on a one-GPU machine)
@@ -166,6 +170,18 @@ case "${1:-}" in
       $speed --precision bf16 --configs cifar10_ipc10 cifar100_ipc10 gzoo2_128_ipc10 --out $RESULTS/distill_padded_bf16.json
       $speed --configs cifar10_ipc50 --out $RESULTS/distill_padded_fp32.json"
     ;;
+  final)
+    : "${CIFAR_ROOT:?set CIFAR_ROOT}"
+    speed="python3 $HERE/distill_speed.py --compile"
+    background final "${2:?usage: $0 final GPU}" bash -c "
+      cifar_prepare cifar10-all-zca --val-fraction 0 >$LOGS/prepare_cifar.log 2>&1 &
+      (cd $HERE/.. && python3 -m pytest -q -p no:cacheprovider tests/test_models.py tests/test_cuda_graphs.py \
+        tests/test_experts_train.py) >$LOGS/pytest_cuda_final.log 2>&1
+      wait
+      experts_layout_then_speed
+      $speed --precision bf16 --out $RESULTS/distill_final_bf16.json
+      $speed --configs cifar10_ipc50 --out $RESULTS/distill_final_fp32.json"
+    ;;
   prepare-cifar)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
     background prepare_cifar 0 bash -c "cifar_prepare cifar10-all-zca --val-fraction 0"
@@ -208,7 +224,7 @@ case "${1:-}" in
     ls -la "$out"
     ;;
   *)
-    echo "usage: $0 cifar|cifar50 GPU_A GPU_B|galaxy NAME [GPU IPC...]|prepare-cifar|kernels GPU|speed GPU|distill-compiled GPU [CONFIG...]|padded-layouts GPU|experts GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
+    echo "usage: $0 cifar|cifar50 GPU_A GPU_B|galaxy NAME [GPU IPC...]|prepare-cifar|kernels GPU|speed GPU|distill-compiled GPU [CONFIG...]|padded-layouts GPU|experts GPU|final GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
     exit 2
     ;;
 esac
