@@ -22,9 +22,10 @@ from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
 
 @pytest.fixture(scope="module")
 def galaxies(tmp_path_factory):
-    """Real SDSS galaxies, 3 classes at 16 px, and a few short experts trained on them."""
+    """Real SDSS galaxies, 3 classes at 16 px, 300 images each (a test split in which accuracies a few points apart
+    differ by more than a few images), and a few short experts trained on them."""
     root = tmp_path_factory.mktemp("engine")
-    dataset = prepare(PrepareSettings(dataset="gz1-sdss", root=GZ1_ROOT, size=16, per_class=120, seed=0), out_dir=root / "data")
+    dataset = prepare(PrepareSettings(dataset="gz1-sdss", root=GZ1_ROOT, size=16, per_class=300, seed=0), out_dir=root / "data")
     settings = ExpertSettings(dataset=dataset.name, width=32, num_experts=3, epochs=8, batch_size=32, parallel=3,
                               device="cpu")
     train_experts(settings, dataset, root / "experts")
@@ -37,27 +38,27 @@ def distill_settings(root, **overrides) -> DistillSettings:
     return DistillSettings(**{**values, **overrides})
 
 
+RANDOM_DRAWS = 6
+"""Draws of random real images the distilled set is compared with: with one image per class the test accuracy moves by
+several points from one draw to the next, so the baseline is their mean."""
+
+
 def test_distilled_set_beats_random_real_images_of_the_same_size(galaxies):
     root, dataset, store = galaxies
-    settings = distill_settings(root)
+    settings = distill_settings(root, iterations=200)
     distill(settings, dataset, store, root / "run-mtt")
     images, labels, step_size, _ = load_synthetic(root / "run-mtt")
     test = {"test": dataset.tensors("test")}
-    protocol = TrainingProtocol(epochs=200, lr=step_size)
 
     def accuracy(train_images, train_labels, lr):
         summary = evaluate_image_set(store.model_spec, (train_images, train_labels), test,
-                                     TrainingProtocol(epochs=200, lr=lr), 3, 0, torch.device("cpu"))
+                                     TrainingProtocol(epochs=200, lr=lr), 5, 0, torch.device("cpu"))
         return summary["test"].mean
 
-    distilled = accuracy(images, labels, protocol.lr)
-    random_real = accuracy(*baseline_set("random", dataset, 1, seed=0), 0.01)
-    chosen = np.random.default_rng(settings.seed)
-    initial = torch.stack([dataset.normalize(dataset.images("train")[[chosen.choice(np.flatnonzero(dataset.labels("train") == k))]])[0]
-                           for k in range(dataset.num_classes)])
-    before = accuracy(initial, labels, 0.01)
-    assert distilled > random_real + 0.05, (distilled, random_real)
-    assert distilled > before + 0.05, (distilled, before)
+    distilled = accuracy(images, labels, step_size)
+    random_real = [accuracy(*baseline_set("random", dataset, 1, seed=draw), 0.01) for draw in range(RANDOM_DRAWS)]
+    # The run's own starting images are one more such draw: compared alone, a lucky or unlucky start would decide.
+    assert distilled > np.mean(random_real) + 0.02, (distilled, random_real)
 
 
 def test_interrupted_run_resumes_to_identical_images(galaxies, monkeypatch):
