@@ -174,6 +174,12 @@ def test_flat_params_refuse_models_with_batchnorm_buffers() -> None:
         FlatParams(build_model("convnet", 3, 10, 32, norm="batchnorm"))
 
 
+def logits_and_gradients(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The logits, and the gradients of their squares' sum w.r.t. the images and every parameter."""
+    logits = model(x)
+    return [logits, *torch.autograd.grad(logits.square().sum(), [x, *model.parameters()])]
+
+
 @pytest.mark.parametrize(("name", "size"), [("convnet", 16), ("resnet18", 16), ("resnet18", 72), ("vgg11", 16)])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_padded_image_channels_give_the_same_logits_and_gradients(name: str, size: int, channels: int, monkeypatch) -> None:
@@ -182,17 +188,12 @@ def test_padded_image_channels_give_the_same_logits_and_gradients(name: str, siz
 
     model = build_model(name, channels, 5, size).double().eval()
     x = images(2, channels, size, dtype=torch.float64).requires_grad_(True)
-
-    def outputs_and_gradients() -> list[torch.Tensor]:
-        logits = model(x)
-        return [logits, *torch.autograd.grad(logits.square().sum(), [x, *model.parameters()])]
-
-    plain = outputs_and_gradients()
+    plain = logits_and_gradients(model, x)
     seen_channels = []
     monkeypatch.setattr(padded_conv, "PADDED_DEVICE_TYPES", frozenset({"cpu"}))
     monkeypatch.setattr(nn.Conv2d, "_conv_forward", lambda self, x, weight, bias, original=nn.Conv2d._conv_forward: (
         seen_channels.append(x.shape[1]), original(self, x, weight, bias))[1])
-    padded = outputs_and_gradients()
+    padded = logits_and_gradients(model, x)
     assert seen_channels[0] == 8 and channels not in seen_channels
     for ours, reference in zip(padded, plain, strict=True):
         torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
@@ -207,14 +208,9 @@ def test_gpu_channel_padding_gives_the_unpadded_logits_and_gradients(name: str, 
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     model = build_model(name, 3, 5, 32).cuda().eval()
     x = images(4, 3, 32).cuda().requires_grad_(True)
-
-    def outputs_and_gradients() -> list[torch.Tensor]:
-        logits = model(x)
-        return [logits, *torch.autograd.grad(logits.square().sum(), [x, *model.parameters()])]
-
-    padded = outputs_and_gradients()
+    padded = logits_and_gradients(model, x)
     monkeypatch.setattr(padded_conv, "PADDED_DEVICE_TYPES", frozenset())
     # Other kernels sum in another order: on the H200 a few near-zero elements of a VGG-11 weight gradient moved by
     # more than an elementwise tolerance (6 of 73,728, by up to 1.9e-5), so each tensor is held to its own norm.
-    for ours, reference in zip(padded, outputs_and_gradients(), strict=True):
+    for ours, reference in zip(padded, logits_and_gradients(model, x), strict=True):
         assert (ours - reference).norm() <= 1e-4 * reference.norm(), (ours - reference).norm() / reference.norm()
