@@ -22,9 +22,12 @@
 #                                            # 128-px IPC 1 and 10 configs, compiled fp32 channels-last on CIFAR-10 IPC 50
 #                                            # (all with kernels), the expert step in both layouts, compiled bf16 NCHW
 #                                            # on three configs and fp32 NCHW on CIFAR-10 IPC 50
+#   bench/gpu_results.sh cuda-tests GPU      # the GPU tests (models, CUDA graphs, expert training) -> pytest_cuda_final.log
 #   bench/gpu_results.sh final GPU           # everything docs/performance.md states, at one revision: the CUDA tests
-#                                            # (while cifar10-all-zca is prepared from $CIFAR_ROOT), the timed 100 x 50
-#                                            # experts (as `experts`), then distill_speed --compile --precision bf16
+#                                            # (unless `cuda-tests` was started first; waits for them) while
+#                                            # cifar10-all-zca is prepared from $CIFAR_ROOT, the timed 100 x 50 experts
+#                                            # (as `experts`; EXPERTS_PROFILE=JSON takes the layout from that profile
+#                                            # instead of profiling again), then distill_speed --compile --precision bf16
 #                                            # on all nine configs and fp32 on CIFAR-10 IPC 50
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
@@ -106,15 +109,26 @@ experts_layout_then_speed() {  # the way --compile trains in each layout (profil
     --out "$RESULTS/experts_layouts.json" &
   cifar_prepare cifar10-all-zca --val-fraction 0
   wait
+  experts_timed "$RESULTS/experts_layouts.json"
+}
+
+experts_timed() {  # PROFILE_JSON: the timed 100 x 50 experts in the way that profile found fastest
   python3 "$HERE/experts_speed.py" --dataset cifar10-all-zca --num-experts 100 --epochs 50 --test-every 10 \
-    --fastest-of "$RESULTS/experts_layouts.json" --out "$RESULTS/experts_speed.json"
+    --fastest-of "$1" --out "$RESULTS/experts_speed.json"
+}
+
+cuda_tests() {  # the tests that skip without a GPU; the exit status goes to a file that `final` waits for
+  (cd "$HERE/.." && python3 -m pytest -q -p no:cacheprovider tests/test_models.py tests/test_cuda_graphs.py \
+    tests/test_experts_train.py) >"$LOGS/pytest_cuda_final.log" 2>&1
+  echo $? >"$LOGS/pytest_cuda_final.rc"
 }
 
 cifar_experts_ready() {
   until [ -f "$RESULTS/cifar10_experts.json" ]; do sleep 5; done
 }
 
-export -f cifar_run cifar_prepare cifar_experts experts_layout_then_speed cifar_experts_ready galaxy_chain
+export -f cifar_run cifar_prepare cifar_experts experts_layout_then_speed experts_timed cuda_tests cifar_experts_ready \
+  galaxy_chain
 
 case "${1:-}" in
   cifar50)
@@ -173,14 +187,21 @@ case "${1:-}" in
   final)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
     speed="python3 $HERE/distill_speed.py --compile"
+    profile=${EXPERTS_PROFILE:-$RESULTS/experts_layouts.json}
+    profiling="python3 $HERE/experts_profile.py --experts 10 --training-way-only --precisions bf16-full --layouts nchw nhwc \
+      --out $profile"
+    [ -n "${EXPERTS_PROFILE:-}" ] && profiling=true
+    # Nothing timed shares the GPU with the tests: they overlap only the preparation of CIFAR-10.
     background final "${2:?usage: $0 final GPU}" bash -c "
-      cifar_prepare cifar10-all-zca --val-fraction 0 >$LOGS/prepare_cifar.log 2>&1 &
-      (cd $HERE/.. && python3 -m pytest -q -p no:cacheprovider tests/test_models.py tests/test_cuda_graphs.py \
-        tests/test_experts_train.py) >$LOGS/pytest_cuda_final.log 2>&1
-      wait
-      experts_layout_then_speed
+      [ -f $LOGS/pytest_cuda_final.log ] || cuda_tests &
+      cifar_prepare cifar10-all-zca --val-fraction 0 >$LOGS/prepare_cifar.log 2>&1
+      until [ -f $LOGS/pytest_cuda_final.rc ]; do sleep 2; done
+      $profiling && experts_timed $profile
       $speed --precision bf16 --out $RESULTS/distill_final_bf16.json
       $speed --configs cifar10_ipc50 --out $RESULTS/distill_final_fp32.json"
+    ;;
+  cuda-tests)
+    background cuda_tests "${2:?usage: $0 cuda-tests GPU}" bash -c cuda_tests
     ;;
   prepare-cifar)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
@@ -224,7 +245,7 @@ case "${1:-}" in
     ls -la "$out"
     ;;
   *)
-    echo "usage: $0 cifar|cifar50 GPU_A GPU_B|galaxy NAME [GPU IPC...]|prepare-cifar|kernels GPU|speed GPU|distill-compiled GPU [CONFIG...]|padded-layouts GPU|experts GPU|final GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
+    echo "usage: $0 cifar|cifar50 GPU_A GPU_B|galaxy NAME [GPU IPC...]|prepare-cifar|kernels GPU|speed GPU|distill-compiled GPU [CONFIG...]|padded-layouts GPU|experts GPU|cuda-tests GPU|final GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
     exit 2
     ;;
 esac
