@@ -20,16 +20,11 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
                          [(None, False, False, False, 0), (None, True, False, False, 0), (4, False, False, False, 0),
                           (4, True, False, False, 0), (4, False, True, False, 0), (4, False, True, True, 0),
                           (None, False, False, False, 3), (4, False, True, True, 3)])
-@pytest.mark.usefixtures("fresh_torch_compile")
+@pytest.mark.usefixtures("fresh_torch_compile", "plain_fp32_products")
 def test_graphed_steps_equal_eager_steps(chunk_size, bf16, compile, channels_last, stored_steps, monkeypatch):
     """Graphed steps (compiled or not, channels-last or not, some stored outside the graphs) against the plain eager
     loop."""
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
-    # Plain fp32 products: under TF32 (10-bit mantissas) the compiled steps, whose convolutions run in other layouts and
-    # kernels than the eager ones, gave pixel gradients a difference of norm 2.9e-5 against the gradient's 0.0014
-    # (H200, bench/results/results-2026-11-29-bf16/pytest_cuda_session8.log).
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     device = torch.device("cuda")
     flat_view = FlatParams(build_model("convnet", 3, 4, 32, width=32).to(device))
     generator = seeded_generator(0)

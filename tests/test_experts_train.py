@@ -81,7 +81,7 @@ def test_compiled_expert_steps_give_the_eager_gradients():
 @pytest.mark.parametrize(("compile_mode", "whole_step_graph", "network_streams", "channels_last"),
                          [("reduce-overhead", False, False, False), (COMPILE_MODE, True, True, False),
                           (COMPILE_MODE, True, True, True), (COMPILE_MODE, True, False, False), (None, True, True, False)])
-@pytest.mark.usefixtures("fresh_torch_compile")
+@pytest.mark.usefixtures("fresh_torch_compile", "plain_fp32_products")
 def test_cuda_graph_expert_steps_give_the_eager_gradients(precision, compile_mode, whole_step_graph, network_streams,
                                                           channels_last):
     """Steps replayed as CUDA graphs (per network under reduce-overhead, or the whole step, its networks on streams of

@@ -164,7 +164,10 @@ def test_init_flat_is_deterministic_and_drawn_like_the_default_init() -> None:
     for name in ("features.0.weight", "features.4.weight", "features.0.bias", "classifier.weight"):
         bound = model.get_submodule(name.rsplit(".", 1)[0]).weight[0].numel() ** -0.5
         assert drawn[name].abs().max() <= bound
-        assert drawn[name].std() == pytest.approx(default[name].std().item(), rel=0.15)
+        assert default[name].abs().max().item() == pytest.approx(bound, rel=0.05)
+        # Against the uniform distribution's own std, not the unseeded default draw's: a 128-element bias's std varies
+        # by several percent from draw to draw, and two draws missed a 15 % tolerance in a GPU run of the tests.
+        assert drawn[name].std() == pytest.approx(bound / 3**0.5, rel=0.1)
     assert torch.equal(drawn["features.1.weight"], torch.ones(128))
     assert torch.equal(drawn["features.1.bias"], torch.zeros(128))
 
@@ -201,16 +204,22 @@ def test_padded_image_channels_give_the_same_logits_and_gradients(name: str, siz
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.usefixtures("plain_fp32_products")
 def test_gpu_channel_padding_gives_the_unpadded_logits_and_gradients(name: str, monkeypatch) -> None:
     from galaxy_distill.models import padded_conv
 
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     model = build_model(name, 3, 5, 32).cuda().eval()
     x = images(4, 3, 32).cuda().requires_grad_(True)
     padded = logits_and_gradients(model, x)
     monkeypatch.setattr(padded_conv, "PADDED_DEVICE_TYPES", frozenset())
+    reference = logits_and_gradients(model, x)
     # Other kernels sum in another order: on the H200 a few near-zero elements of a VGG-11 weight gradient moved by
-    # more than an elementwise tolerance (6 of 73,728, by up to 1.9e-5), so each tensor is held to its own norm.
-    for ours, reference in zip(padded, logits_and_gradients(model, x), strict=True):
-        assert (ours - reference).norm() <= 1e-4 * reference.norm(), (ours - reference).norm() / reference.norm()
+    # more than an elementwise tolerance (6 of 73,728, by up to 1.9e-5), so each tensor is held to its own norm. The
+    # gradients of convolution biases ahead of an instance norm are zero but for rounding (ConvNet and VGG-11; float64
+    # on the CPU: norms near 1e-15 against a largest gradient's 92 and 968), so both ways must keep them at that level.
+    rounding_level = 1e-6 * max(tensor.norm() for tensor in reference[1:])
+    for ours, expected in zip(padded, reference, strict=True):
+        if expected.norm() <= rounding_level:
+            assert ours.norm() <= rounding_level
+        else:
+            assert (ours - expected).norm() <= 1e-4 * expected.norm(), (ours - expected).norm() / expected.norm()
