@@ -166,7 +166,7 @@ def test_init_flat_is_deterministic_and_drawn_like_the_default_init() -> None:
         assert drawn[name].abs().max() <= bound
         assert default[name].abs().max().item() == pytest.approx(bound, rel=0.05)
         # Against the uniform distribution's own std, not the unseeded default draw's: a 128-element bias's std varies
-        # by several percent from draw to draw, and two draws missed a 15 % tolerance in a GPU run of the tests.
+        # by several percent from draw to draw, and a GPU run of the tests found two draws further apart than 15 %.
         assert drawn[name].std() == pytest.approx(bound / 3**0.5, rel=0.1)
     assert torch.equal(drawn["features.1.weight"], torch.ones(128))
     assert torch.equal(drawn["features.1.bias"], torch.zeros(128))
@@ -215,8 +215,8 @@ def test_gpu_channel_padding_gives_the_unpadded_logits_and_gradients(name: str, 
     reference = logits_and_gradients(model, x)
     # Other kernels sum in another order: on the H200 a few near-zero elements of a VGG-11 weight gradient moved by
     # more than an elementwise tolerance (6 of 73,728, by up to 1.9e-5), so each tensor is held to its own norm. The
-    # gradients of convolution biases ahead of an instance norm are zero but for rounding (ConvNet and VGG-11; float64
-    # on the CPU: norms near 1e-15 against a largest gradient's 92 and 968), so both ways must keep them at that level.
+    # gradients of convolution biases ahead of an instance norm (ConvNet, VGG-11) are zero but for rounding, as the norm
+    # takes each channel's mean away: both ways must keep them at that level.
     rounding_level = 1e-6 * max(tensor.norm() for tensor in reference[1:])
     for ours, expected in zip(padded, reference, strict=True):
         if expected.norm() <= rounding_level:
