@@ -164,7 +164,7 @@ def test_init_flat_is_deterministic_and_drawn_like_the_default_init() -> None:
     for name in ("features.0.weight", "features.4.weight", "features.0.bias", "classifier.weight"):
         bound = model.get_submodule(name.rsplit(".", 1)[0]).weight[0].numel() ** -0.5
         assert drawn[name].abs().max() <= bound
-        assert default[name].abs().max().item() == pytest.approx(bound, rel=0.05)
+        assert default[name].abs().max().item() == pytest.approx(bound, rel=0.1)
         # Against the uniform distribution's own std, not the unseeded default draw's: a 128-element bias's std varies
         # by several percent from draw to draw, and a GPU run of the tests found two draws further apart than 15 %.
         assert drawn[name].std() == pytest.approx(bound / 3**0.5, rel=0.1)
