@@ -29,6 +29,9 @@
 #                                            # (as `experts`; EXPERTS_PROFILE=JSON takes the layout from that profile
 #                                            # instead of profiling again), then distill_speed --compile --precision bf16
 #                                            # on all nine configs and fp32 on CIFAR-10 IPC 50
+#   bench/gpu_results.sh final-rest GPU      # what `final` did not reach at revision 7e4ef0f (its device time ended): the
+#                                            # CUDA tests again, then distill_speed --compile --precision bf16 on the
+#                                            # 128-px IPC-50 config and fp32 on CIFAR-10 IPC 50 (no CIFAR data needed)
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
 #                                            # with the full-data baseline on B (A = B on a one-GPU machine)
@@ -200,6 +203,13 @@ case "${1:-}" in
       $speed --precision bf16 --out $RESULTS/distill_final_bf16.json
       $speed --configs cifar10_ipc50 --out $RESULTS/distill_final_fp32.json"
     ;;
+  final-rest)
+    speed="python3 $HERE/distill_speed.py --compile"
+    background final_rest "${2:?usage: $0 final-rest GPU}" bash -c "
+      cuda_tests
+      $speed --precision bf16 --configs gzoo2_128_ipc50 --out $RESULTS/distill_final_bf16_gzoo2_128_ipc50.json
+      $speed --configs cifar10_ipc50 --out $RESULTS/distill_final_fp32.json"
+    ;;
   cuda-tests)
     background cuda_tests "${2:?usage: $0 cuda-tests GPU}" bash -c cuda_tests
     ;;
@@ -245,7 +255,7 @@ case "${1:-}" in
     ls -la "$out"
     ;;
   *)
-    echo "usage: $0 cifar|cifar50 GPU_A GPU_B|galaxy NAME [GPU IPC...]|prepare-cifar|kernels GPU|speed GPU|distill-compiled GPU [CONFIG...]|padded-layouts GPU|experts GPU|cuda-tests GPU|final GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
+    echo "usage: $0 cifar|cifar50 GPU_A GPU_B|galaxy NAME [GPU IPC...]|prepare-cifar|kernels GPU|speed GPU|distill-compiled GPU [CONFIG...]|padded-layouts GPU|experts GPU|cuda-tests GPU|final GPU|final-rest GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
     exit 2
     ;;
 esac
