@@ -93,13 +93,12 @@ def best_table(paths: list[Path]) -> str:
                       "file", "revision")]
     paths_of = {id(record): path for path, record in records}
     for name, rows in _rows_by_config(records).items():
-        timed = [(row, record) for row, record in rows if row.get("s_per_iter") is not None]
-        if not timed:
+        if (fastest := fastest_row(rows)) is None:
             notes = "; ".join(sorted({row.get("note") or "no time" for row, _ in rows}))
             lines.append(f"| {name} | not timed ({notes.replace('|', '/')}) | — | — | "
                          f"{_fmt(rows[0][0].get('reference_s_per_iter'))} | — | — | — | — | — | — |")
             continue
-        row, record = min(timed, key=lambda pair: pair[0]["s_per_iter"])
+        row, record = fastest
         speedup, memory = row.get("speedup"), row.get("memory_ratio")
         speed_verdict = "—" if speedup is None else "met" if speedup >= SPEED_TARGET else "missed"
         memory_verdict = ("—" if row.get("ipc", 0) < 10 or memory is None
@@ -109,6 +108,21 @@ def best_table(paths: list[Path]) -> str:
                      f"{memory_verdict} | `{paths_of[id(record)].name}` | "
                      f"{_revision(row, record)} |")
     return "\n".join(lines)
+
+
+def fastest_row(rows: list[tuple[dict, dict]]) -> tuple[dict, dict] | None:
+    """The fastest timed (row, record) of one config's distill_speed rows; None when none was timed."""
+    timed = [(row, record) for row, record in rows if row.get("s_per_iter") is not None]
+    return min(timed, key=lambda pair: pair[0]["s_per_iter"]) if timed else None
+
+
+def fastest_by_config(paths: list[Path]) -> dict[str, dict | None]:
+    """Each config's fastest timed distill_speed row among the files (None: not timed), configs in first-seen order."""
+    fastest = {}
+    for name, rows in _rows_by_config(_records(paths)).items():
+        pair = fastest_row(rows)
+        fastest[name] = None if pair is None else pair[0]
+    return fastest
 
 
 def _records(paths: list[Path]) -> list[tuple[Path, dict]]:

@@ -169,3 +169,21 @@ def test_flops_gives_the_achieved_and_the_needed_arithmetic_rate(tmp_path: Path)
     assert lines == ["| c1 | fp32, compiled | — | 2000 | 0.200 | 10.0 | 20.0 | 2.00x | 1500 | 0.500 | 3.0 | abcdef0 |"]
     missing = subprocess.run([sys.executable, str(TABLES), "flops", str(speed)], capture_output=True, text=True, check=False)
     assert missing.returncode != 0 and "distill_flops" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_best_figure_draws_each_configs_fastest_row(tmp_path: Path) -> None:
+    plots = TABLES.with_name("plots.py")
+    speed = tmp_path / "speed.json"
+    speed.write_text(json.dumps({"git_revision": "abcdef0123", "configs": [
+        {"name": "c10", "ipc": 10, "s_per_iter": 0.2, "reference_s_per_iter": 1.0, "speedup": 5.0, "memory_ratio": 0.1,
+         "precision": "bf16", "compiled": True, "run": {"gpu": "NVIDIA H200"}},
+        {"name": "big", "ipc": 50, "s_per_iter": 2.0, "reference_s_per_iter": None, "precision": "bf16"},
+        {"name": "oom", "ipc": 50, "s_per_iter": None, "note": "out of memory"}]}))
+    out = tmp_path / "best.png"
+    done = subprocess.run([sys.executable, str(plots), "best", str(out), str(speed)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes().startswith(b"\x89PNG")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.png", "speed.json"]
+    missing = subprocess.run([sys.executable, str(plots), "best", str(out), str(tmp_path / "absent.json")],
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "no such file" in missing.stderr and "absent.json" in missing.stderr
