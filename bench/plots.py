@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from galaxy_distill.store import atomic_write_bytes  # noqa: E402
-from tables import MEMORY_TARGET, SPEED_TARGET, _distill_way, fastest_by_config  # noqa: E402
+from tables import MEMORY_TARGET, SPEED_TARGET, distill_way, fastest_by_config  # noqa: E402
 
 
 def best_figure(paths: list[Path]) -> bytes:
@@ -39,7 +39,7 @@ def best_figure(paths: list[Path]) -> bytes:
         else:
             met = speedup >= SPEED_TARGET
             speed_axis.barh(position, speedup, color="tab:green" if met else "tab:orange")
-            speed_axis.text(speedup + 0.1, position, f"{speedup:.2f}x  {_distill_way(row)}", va="center", fontsize=8)
+            speed_axis.text(speedup + 0.1, position, f"{speedup:.2f}x  {distill_way(row)}", va="center", fontsize=8)
         memory = None if row is None else row.get("memory_ratio")
         if memory is not None:
             held = row.get("ipc", 0) >= 10

@@ -72,7 +72,7 @@ def speed_table(paths: list[Path]) -> str:
             lines.append(f"| {name} | {_fmt(row.get('s_per_iter'))} | {_fmt(row.get('reference_s_per_iter'))} | "
                          f"{_fmt(row.get('speedup'), 2)}x | {_fmt(row.get('peak_mem_gib'), 2)} | "
                          f"{_fmt(row.get('reference_peak_mem_gib'), 1)} | {_fmt(row.get('memory_ratio'), 3)} | {row.get('batch_chunk') or '—'} | "
-                         f"{_distill_way(row)} | {_revision(row, record)} |")
+                         f"{distill_way(row)} | {_revision(row, record)} |")
     return "\n".join(lines)
 
 
@@ -103,7 +103,7 @@ def best_table(paths: list[Path]) -> str:
         speed_verdict = "—" if speedup is None else "met" if speedup >= SPEED_TARGET else "missed"
         memory_verdict = ("—" if row.get("ipc", 0) < 10 or memory is None
                           else "met" if memory <= MEMORY_TARGET else "missed")
-        lines.append(f"| {name} | {_distill_way(row)} | {row.get('batch_chunk') or '—'} | {_fmt(row['s_per_iter'])} | "
+        lines.append(f"| {name} | {distill_way(row)} | {row.get('batch_chunk') or '—'} | {_fmt(row['s_per_iter'])} | "
                      f"{_fmt(row.get('reference_s_per_iter'))} | {_fmt(speedup, 2)}x | {speed_verdict} | {_fmt(memory, 3)} | "
                      f"{memory_verdict} | `{paths_of[id(record)].name}` | "
                      f"{_revision(row, record)} |")
@@ -166,7 +166,7 @@ def flops_table(paths: list[Path]) -> str:
                 continue
             ours, unrolled = count["ours_gflop_per_iteration"], count["unrolled_gflop_per_iteration"]
             reference_s = row.get("reference_s_per_iter")
-            lines.append(f"| {name} | {_distill_way(row)} | {row.get('batch_chunk') or '—'} | {ours:.0f} | {row['s_per_iter']:.3f} | "
+            lines.append(f"| {name} | {distill_way(row)} | {row.get('batch_chunk') or '—'} | {ours:.0f} | {row['s_per_iter']:.3f} | "
                          f"{ours / row['s_per_iter'] / 1e3:.1f} | "
                          f"{_fmt(reference_s and ours * SPEED_TARGET / reference_s / 1e3, 1)} | "
                          f"{_fmt(reference_s and row['s_per_iter'] * SPEED_TARGET / reference_s, 2)}x | {unrolled:.0f} | "
@@ -175,7 +175,7 @@ def flops_table(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def _distill_way(row: dict) -> str:
+def distill_way(row: dict) -> str:
     """A distill_speed row's way: its precision, ', compiled' for compiled student steps, ', channels-last', and how
     many steps' graphs were stored."""
     stored = row.get("stored_steps")
@@ -364,7 +364,7 @@ def kernels_table(path: Path) -> str:
             continue
         busy = sum(kernel["ms_per_step"] for kernel in kernels)
         largest = "; ".join(f"{kernel['name'][:48]} ({kernel['ms_per_step']:.2f})" for kernel in kernels[:3])
-        way = ((row["name"], _distill_way(row), "yes" if row.get("cuda_graphs") else "no") if distill
+        way = ((row["name"], distill_way(row), "yes" if row.get("cuda_graphs") else "no") if distill
                else (row["experts"], row["precision"], "yes" if row["channels_last"] else "no", _way(row)))
         device_ms = row.get("device_ms_per_step")
         lines.append(f"| {' | '.join(map(str, way))} | {step_ms:.1f} | {_fmt(device_ms, 1)} | "
