@@ -7,7 +7,8 @@ optimiser steps. ConvNet depth 3, width 128, instance norm. 2 warm-up, `--timed`
 iterations, median; peak memory from torch.cuda.max_memory_allocated.
 
     python bench/distill_speed.py [--configs NAME ...] [--timed 8] [--kernels 14] [--compile] [--precision bf16]
-        [--channels-last] [--stored-steps N] [--chunk-pixels N] [--out bench/results/distill_speed.json]
+        [--channels-last] [--stored-steps N] [--chunk-pixels N] [--convolution-shapes N] [--no-cuda-graphs]
+        [--out bench/results/distill_speed.json]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, environment, kernel_profile  # noqa: E402
+from common import RESULTS, convolution_profile, environment, kernel_profile  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
 from galaxy_distill.distill.matching import InnerLoop, Shard  # noqa: E402
@@ -74,9 +75,11 @@ def matching_problem(config: dict, device: torch.device, generator: torch.Genera
 
 def measure(config: dict, timed: int, device: torch.device, chunk: int | None, cuda_graphs: bool,
             network: dict = NETWORK, shard: Shard = Shard(), bf16: bool = False, kernels: int = 0,
-            compiled: bool = False, channels_last: bool = False, stored_steps: int = 0) -> dict:
+            compiled: bool = False, channels_last: bool = False, stored_steps: int = 0,
+            convolution_shapes: int = 0) -> dict:
     """Median seconds of one outer iteration (2 warm-up, `timed` timed) and peak GPU memory; with `kernels`,
-    also the iteration's most time-consuming GPU kernels (torch.profiler, 3 more iterations)."""
+    also the iteration's most time-consuming GPU kernels, and with `convolution_shapes` its most time-consuming
+    convolutions by operand shapes (torch.profiler, 3 more iterations each)."""
     if compiled:
         # Each config compiles its own steps; without a reset, configs measured earlier in this process would use up
         # torch.compile's recompile limit for the same methods, and later configs would run uncompiled.
@@ -116,6 +119,8 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
                 "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
     if kernels:
         measured.update(kernel_profile(outer_iteration, device, kernels))
+    if convolution_shapes:
+        measured.update(convolution_profile(outer_iteration, device, convolution_shapes))
     return measured
 
 
@@ -135,6 +140,10 @@ def main() -> None:
                              "config's syn_steps: all of them)")
     parser.add_argument("--kernels", type=int, default=0, metavar="N",
                         help="also record each config's N most time-consuming GPU kernels (torch.profiler, 3 iterations)")
+    parser.add_argument("--convolution-shapes", type=int, default=0, metavar="N",
+                        help="also record each config's N most time-consuming convolutions by operand shapes "
+                             "(torch.profiler, 3 iterations; kernels replayed in CUDA graphs are not attributed: "
+                             "add --no-cuda-graphs for configs that use them)")
     parser.add_argument("--chunk-pixels", type=int, default=CHUNK_PIXELS, metavar="N",
                         help="split inner batches of more than N pixels into chunks of at most N (0: never); fewer, larger "
                              "chunks run faster where the memory target leaves room")
@@ -160,7 +169,8 @@ def main() -> None:
         try:
             ours = measure(config, args.timed, device, chunk_for(config, args.chunk_pixels), not args.no_cuda_graphs,
                            bf16=args.precision == "bf16", kernels=args.kernels, compiled=args.compile,
-                           channels_last=args.channels_last, stored_steps=args.stored_steps)
+                           channels_last=args.channels_last, stored_steps=args.stored_steps,
+                           convolution_shapes=args.convolution_shapes)
         except torch.cuda.OutOfMemoryError:
             ours = {"s_per_iter": None, "peak_mem_gib": None, "note": "out of memory"}
         except RuntimeError as exc:
@@ -180,6 +190,9 @@ def main() -> None:
         print(f"{entry['name']:18s} ours {ours['s_per_iter'] or float('nan'):7.3f} s/it {ours['peak_mem_gib'] or float('nan'):7.2f} GiB | "
               f"reference {config['s_per_iter'] or float('nan'):7.3f} s/it {config['peak_mem_gib'] or float('nan'):7.2f} GiB | "
               f"speed-up {entry.get('speedup', float('nan')):5.2f}x memory {entry.get('memory_ratio', float('nan')):5.3f}x", flush=True)
+        for convolution in ours.get("convolution_shapes", []):
+            print(f"    {convolution['ms_per_step']:8.2f} ms/it {convolution['calls_per_step']:5.1f} calls  {convolution['op']} "
+                  f"{convolution['shapes']}", flush=True)
     print(f"wrote {args.out}")
 
 

@@ -31,7 +31,9 @@
 #                                            # on all nine configs and fp32 on CIFAR-10 IPC 50
 #   bench/gpu_results.sh final-rest GPU      # what `final` did not reach at revision 7e4ef0f (its device time ended): the
 #                                            # CUDA tests again, then distill_speed --compile --precision bf16 on the
-#                                            # 128-px IPC-50 config and fp32 on CIFAR-10 IPC 50 (no CIFAR data needed)
+#                                            # 128-px IPC-50 config and fp32 on CIFAR-10 IPC 50 (no CIFAR data needed);
+#                                            # last, the convolutions by operand shapes (--convolution-shapes) of the
+#                                            # three IPC-10 configs, compiled bf16, without CUDA graphs
 #   bench/gpu_results.sh prepare-cifar       # cifar10-all-zca (all 50,000 training images) from $CIFAR_ROOT
 #   bench/gpu_results.sh cifar50 GPU_A GPU_B # CIFAR-10 IPC 50 pair: compiled experts on A, then STM there and MTT
 #                                            # with the full-data baseline on B (A = B on a one-GPU machine)
@@ -208,7 +210,9 @@ case "${1:-}" in
     background final_rest "${2:?usage: $0 final-rest GPU}" bash -c "
       cuda_tests
       $speed --precision bf16 --configs gzoo2_128_ipc50 --out $RESULTS/distill_final_bf16_gzoo2_128_ipc50.json
-      $speed --configs cifar10_ipc50 --out $RESULTS/distill_final_fp32.json"
+      $speed --configs cifar10_ipc50 --out $RESULTS/distill_final_fp32.json
+      $speed --precision bf16 --no-cuda-graphs --convolution-shapes 12 \
+        --configs cifar10_ipc10 cifar100_ipc10 gzoo2_128_ipc10 --out $RESULTS/distill_convolutions.json"
     ;;
   cuda-tests)
     background cuda_tests "${2:?usage: $0 cuda-tests GPU}" bash -c cuda_tests

@@ -12,6 +12,7 @@
     python bench/tables.py experts bench/results/results-2026-11-28/*_experts.json  # expert training speed
     python bench/tables.py profile bench/results/results-2026-11-29/experts_profile.json  # ways of running an expert step
     python bench/tables.py kernels bench/results/results-2026-11-29-graphs/experts_profile_compiled.json  # their GPU kernels
+    python bench/tables.py convolutions bench/results/.../distill_convolutions.json  # distill_speed --convolution-shapes
 """
 
 from __future__ import annotations
@@ -373,6 +374,23 @@ def kernels_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def convolutions_table(path: Path) -> str:
+    """--convolution-shapes of bench/distill_speed.py: per config, its most time-consuming convolution operators by
+    operand shapes (input and weight for the forward; output gradient, input and weight for the backward)."""
+    record = json.loads(path.read_text())
+    lines = [_caption(path, record), "", *_header("config", "way", "CUDA graphs", "step ms", "operator", "operand shapes",
+                                                  "calls per step", "GPU ms per step", "share of the step")]
+    for row in record["configs"]:
+        step_ms = row["s_per_iter"] * 1000 if row.get("s_per_iter") is not None else None
+        for convolution in row.get("convolution_shapes") or []:
+            shapes = ", ".join("x".join(map(str, shape)) for shape in convolution["shapes"] if len(shape) > 1)
+            share = _fmt(step_ms and convolution["ms_per_step"] / step_ms, 2)
+            lines.append(f"| {row['name']} | {distill_way(row)} | {'yes' if row.get('cuda_graphs') else 'no'} | "
+                         f"{_fmt(step_ms, 1)} | {convolution['op'].removeprefix('aten::')} | {shapes} | "
+                         f"{convolution['calls_per_step']:g} | {convolution['ms_per_step']:.2f} | {share} |")
+    return "\n".join(lines)
+
+
 def profile_table(path: Path) -> str:
     """bench/experts_profile.py: milliseconds per expert step for each way of running the stacked experts."""
     record = json.loads(path.read_text())
@@ -390,7 +408,7 @@ if __name__ == "__main__":
     combined = {"summary": summary_table, "crossarch": crossarch_table, "inrun": inrun_table, "experts": experts_table,
                 "runs": runs_table, "speed": speed_table, "best": best_table, "flops": flops_table}
     per_file = {"results": results_table, "distributed": distributed_table, "profile": profile_table,
-                "kernels": kernels_table}
+                "kernels": kernels_table, "convolutions": convolutions_table}
     if len(sys.argv) < 3 or sys.argv[1] not in {**combined, **per_file}:
         sys.exit(f"usage: tables.py {{{','.join([*combined, *per_file])}}} FILE...\n{__doc__}")
     kind, paths = sys.argv[1], [Path(p) for p in sys.argv[2:]]

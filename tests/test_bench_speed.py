@@ -27,6 +27,20 @@ def test_measure_times_outer_iterations_and_lists_the_largest_operators() -> Non
     assert measured["device_ms_per_step"] >= sum(kernel["ms_per_step"] for kernel in measured["top_kernels"])
 
 
+def test_measure_lists_the_convolutions_by_operand_shapes() -> None:
+    config = {"channels": 3, "resolution": 16, "classes": 2, "ipc": 2, "syn_steps": 2, "batch_syn": 4}
+    measured = measure(config, timed=1, device=torch.device("cpu"), chunk=None, cuda_graphs=False,
+                       network={"depth": 2, "width": 8, "norm": "instancenorm"}, convolution_shapes=20)
+    convolutions = measured["convolution_shapes"]
+    assert {convolution["op"] for convolution in convolutions} == {"aten::convolution", "aten::convolution_backward"}
+    assert all(convolution["ms_per_step"] >= 0 and convolution["calls_per_step"] > 0 for convolution in convolutions)
+    times = [convolution["ms_per_step"] for convolution in convolutions]
+    assert times == sorted(times, reverse=True)
+    # The image-facing convolution of a batch of 4 (3 channels in, 8 out), and the second one (8 in and out).
+    forward_shapes = [convolution["shapes"][:2] for convolution in convolutions if convolution["op"] == "aten::convolution"]
+    assert [[4, 3, 16, 16], [8, 3, 3, 3]] in forward_shapes and [[4, 8, 8, 8], [8, 8, 3, 3]] in forward_shapes
+
+
 def test_the_record_keeps_the_reference_order_whatever_order_configs_were_measured_in(tmp_path: Path) -> None:
     out = tmp_path / "distill_speed.json"
     write_record(out, {"gpu": "G"}, [{"name": "b"}, {"name": "a"}], order=["a", "b", "c"], cuda_graphs=True)

@@ -187,3 +187,18 @@ def test_best_figure_draws_each_configs_fastest_row(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, str(plots), "best", str(out), str(tmp_path / "absent.json")],
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "no such file" in missing.stderr and "absent.json" in missing.stderr
+
+
+def test_convolutions_lists_each_configs_convolutions_by_shape(tmp_path: Path) -> None:
+    record = tmp_path / "distill_convolutions.json"
+    record.write_text(json.dumps({"git_revision": "abcdef0123", "gpu": "G", "torch": "T", "configs": [
+        {"name": "c10", "s_per_iter": 0.1, "precision": "bf16", "compiled": True, "cuda_graphs": False,
+         "convolution_shapes": [
+             {"op": "aten::convolution", "shapes": [[100, 8, 32, 32], [128, 8, 3, 3], [128], []], "ms_per_step": 5.0,
+              "calls_per_step": 60.0},
+             {"op": "aten::convolution_backward", "shapes": [[100, 128, 32, 32], [100, 8, 32, 32], [128, 8, 3, 3]],
+              "ms_per_step": 2.5, "calls_per_step": 30.0}]}]}))
+    rows = [line for line in tables("convolutions", str(record)).splitlines() if line.startswith("| c10")]
+    assert rows == ["| c10 | bf16, compiled | no | 100.0 | convolution | 100x8x32x32, 128x8x3x3 | 60 | 5.00 | 0.05 |",
+                    "| c10 | bf16, compiled | no | 100.0 | convolution_backward | 100x128x32x32, 100x8x32x32, 128x8x3x3 | "
+                    "30 | 2.50 | 0.03 |"]
