@@ -66,19 +66,25 @@ def kernel_profile(step: Callable[[], Any], device: torch.device, count: int) ->
     """Device time over 3 calls of `step` (CUDA, or CPU without a GPU), ms per call: `top_kernels`, the `count`
     operators with the most, and `device_ms_per_step`, all of them summed (against the step's wall time: how busy the
     device is kept; the rest is the host launching work)."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
 
-    activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
-    with profile(activities=activities) as profiler:
-        for _ in range(3):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    profiler = _profiled_steps(step, device, [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU])
     attribute = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = sorted(profiler.key_averages(), key=lambda event: getattr(event, attribute), reverse=True)
     return {"top_kernels": [{"name": event.key[:160], "ms_per_step": getattr(event, attribute) / 1000 / 3,
                              "calls_per_step": event.count / 3} for event in events[:count]],
             "device_ms_per_step": sum(getattr(event, attribute) for event in events) / 1000 / 3}
+
+
+def _profiled_steps(step: Callable[[], Any], device: torch.device, activities: list, record_shapes: bool = False
+                    ) -> torch.profiler.profile:
+    """torch.profiler over 3 calls of `step`, the device's queue drained before the profile ends."""
+    with torch.profiler.profile(activities=activities, record_shapes=record_shapes) as profiler:
+        for _ in range(3):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return profiler
 
 
 CONVOLUTION_OPS = ("aten::convolution", "aten::convolution_backward")
@@ -91,14 +97,11 @@ def convolution_profile(step: Callable[[], Any], device: torch.device, count: in
     shapes, ms per call: `convolution_shapes`, the `count` (operator, shapes) pairs with the most. Says which
     convolutions the time goes to where the kernel names do not. Kernels replayed inside a CUDA graph are not
     attributed to operators: profile without graphs."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
 
+    # Operators are CPU events: their device time is that of the kernels they launched.
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if device.type == "cuda" else [])]
-    with profile(activities=activities, record_shapes=True) as profiler:
-        for _ in range(3):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    profiler = _profiled_steps(step, device, activities, record_shapes=True)
     attribute = "device_time_total" if device.type == "cuda" else "cpu_time_total"
     events = sorted((event for event in profiler.key_averages(group_by_input_shape=True) if event.key in CONVOLUTION_OPS),
                     key=lambda event: getattr(event, attribute), reverse=True)
