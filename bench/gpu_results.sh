@@ -108,10 +108,13 @@ cifar_experts() {  # the experts that every CIFAR-10 distillation here shares
     --out "$RESULTS/cifar10_experts.json"
 }
 
+experts_layouts() {  # OUT_JSON: the way --compile trains experts (bf16-full, 10 at once), profiled in both layouts
+  python3 "$HERE/experts_profile.py" --experts 10 --training-way-only --precisions bf16-full --layouts nchw nhwc --out "$1"
+}
+
 experts_layout_then_speed() {  # the way --compile trains in each layout (profiled while CIFAR-10 is prepared from
   # $CIFAR_ROOT), then the timed 100 x 50 experts of docs/performance.md in the faster one
-  python3 "$HERE/experts_profile.py" --experts 10 --training-way-only --precisions bf16-full --layouts nchw nhwc \
-    --out "$RESULTS/experts_layouts.json" &
+  experts_layouts "$RESULTS/experts_layouts.json" &
   cifar_prepare cifar10-all-zca --val-fraction 0
   wait
   experts_timed "$RESULTS/experts_layouts.json"
@@ -132,7 +135,7 @@ cifar_experts_ready() {
   until [ -f "$RESULTS/cifar10_experts.json" ]; do sleep 5; done
 }
 
-export -f cifar_run cifar_prepare cifar_experts experts_layout_then_speed experts_timed cuda_tests cifar_experts_ready \
+export -f cifar_run cifar_prepare cifar_experts experts_layouts experts_layout_then_speed experts_timed cuda_tests cifar_experts_ready \
   galaxy_chain
 
 case "${1:-}" in
@@ -184,8 +187,7 @@ case "${1:-}" in
       $speed --precision bf16 --channels-last --stored-steps 3 --configs gzoo2_128_ipc10 \
         --out $RESULTS/distill_padded_bf16_channels_last_stored_3.json
       $speed --channels-last --configs cifar10_ipc50 --out $RESULTS/distill_padded_fp32_channels_last.json
-      python3 $HERE/experts_profile.py --experts 10 --training-way-only --precisions bf16-full --layouts nchw nhwc \
-        --out $RESULTS/experts_layouts_padded.json
+      experts_layouts $RESULTS/experts_layouts_padded.json
       $speed --precision bf16 --configs cifar10_ipc10 cifar100_ipc10 gzoo2_128_ipc10 --out $RESULTS/distill_padded_bf16.json
       $speed --configs cifar10_ipc50 --out $RESULTS/distill_padded_fp32.json"
     ;;
@@ -193,8 +195,7 @@ case "${1:-}" in
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
     speed="python3 $HERE/distill_speed.py --compile"
     profile=${EXPERTS_PROFILE:-$RESULTS/experts_layouts.json}
-    profiling="python3 $HERE/experts_profile.py --experts 10 --training-way-only --precisions bf16-full --layouts nchw nhwc \
-      --out $profile"
+    profiling="experts_layouts $profile"
     [ -n "${EXPERTS_PROFILE:-}" ] && profiling=true
     # Nothing timed shares the GPU with the tests: they overlap only the preparation of CIFAR-10.
     background final "${2:?usage: $0 final GPU}" bash -c "
