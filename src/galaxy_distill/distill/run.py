@@ -1,11 +1,13 @@
 """The outer distillation loop shared by MTT and STM, with checkpoints, exact resumption and fault recovery.
 
-Every iteration is checked before its update is kept: a non-finite loss or gradient, a pixel
-blow-up or a learned step size leaving its sane range (or jumping) rolls the images, step
-sizes, optimizers and schedule back to the state before the iteration, halves the offending
-learning rate, logs a "fault" event and tries again; several faults in a row stop the run
-with an error rather than let it produce garbage. The remedy uses no randomness of its own
-and its state is checkpointed, so a resumed run stays bit-identical.
+The update is the reference MTT's: pixels by SGD (lr_img, momentum 0.5), the learned step size
+itself by SGD (lr_lr, momentum 0.5), both on the gradient of the normalised matching loss.
+Only where the reference would carry on with garbage does the loop step in: a non-finite loss
+or gradient, or a learned step size that is no longer positive, rolls the images, step sizes,
+optimizer and schedule back to the state before the iteration, halves the offending learning
+rate, logs a "fault" event and tries again; several faults in a row stop the run with an
+error. The remedy uses no randomness of its own and its state is checkpointed, so a resumed
+run stays bit-identical.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from galaxy_distill.distill.checkpoint import (
 )
 from galaxy_distill.distill.matching import InnerLoop, MatchingGradients
 from galaxy_distill.distill.schedule import FixedSchedule, SelfAdaptiveSchedule
-from galaxy_distill.distill.settings import STEP_SIZE_RANGE, DistillSettings
+from galaxy_distill.distill.settings import DistillSettings
+from galaxy_distill.distill.step_size import LearnedStepSizes
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts.store import ExpertStore
 from galaxy_distill.models.functional import FlatParams
@@ -55,10 +58,6 @@ from galaxy_distill.store import (
 )
 
 SYNTHETIC_FILE = "synthetic.safetensors"
-MAX_STEP_SIZE_RATIO = 2.0
-"""A learned step size changing by more than this factor in one iteration is a jump, not learning."""
-MAX_ABS_PIXEL = 1e3
-"""Normalised pixels are O(1); beyond this the images have blown up."""
 MAX_FAULTS_IN_A_ROW = 5
 FAULT_LR_FACTOR = 0.5
 Evaluator = Callable[[torch.Tensor, torch.Tensor, float], dict[str, float]]
@@ -125,17 +124,11 @@ def gradient_fault(gradients: MatchingGradients) -> NumericalFault | None:
     return None
 
 
-def state_fault(images: torch.Tensor, log_step_sizes: torch.Tensor, previous_log_step_sizes: torch.Tensor) -> NumericalFault | None:
-    """Pixels blown up (lowers lr_img) or a learned step size out of range or jumping (lowers lr_lr)."""
-    peak = float(images.detach().abs().max())
-    if not peak <= MAX_ABS_PIXEL:
-        return NumericalFault(f"pixel blow-up (max |x| = {peak:.3g} > {MAX_ABS_PIXEL:g})", ("lr_img",))
-    low, high = STEP_SIZE_RANGE
-    for new, old in zip(log_step_sizes.detach().exp().tolist(), previous_log_step_sizes.exp().tolist()):
-        if not low <= new <= high:
-            return NumericalFault(f"learned step size {new:.3g} outside [{low:g}, {high:g}]", ("lr_lr",))
-        if max(new / old, old / new) > MAX_STEP_SIZE_RATIO:
-            return NumericalFault(f"learned step size jumped from {old:.3g} to {new:.3g}", ("lr_lr",))
+def step_size_fault(step_sizes: LearnedStepSizes) -> NumericalFault | None:
+    """A learned step size no longer positive: the student would climb its loss, so lr_lr is lowered."""
+    lowest = float(step_sizes.values.min())
+    if not lowest > 0:
+        return NumericalFault(f"learned step size {lowest:.3g} is not positive", ("lr_lr",))
     return None
 
 
@@ -144,24 +137,24 @@ class _RollbackPoint:
     """Everything one iteration changes, copied before it, so a faulty update can be undone exactly."""
 
     images: torch.Tensor
-    log_step_sizes: torch.Tensor
-    optimizers: list[dict[str, Any]]
+    step_sizes: tuple[torch.Tensor, torch.Tensor]
+    pixel_optimizer: dict[str, Any]
     schedule: dict[str, Any]
 
     @classmethod
-    def capture(cls, images: torch.Tensor, log_step_sizes: torch.Tensor, optimizers: list[torch.optim.Optimizer],
+    def capture(cls, images: torch.Tensor, step_sizes: LearnedStepSizes, pixel_optimizer: torch.optim.Optimizer,
                 schedule: FixedSchedule | SelfAdaptiveSchedule) -> _RollbackPoint:
-        return cls(images.detach().clone(), log_step_sizes.detach().clone(),
-                   [copy.deepcopy(optimizer.state_dict()) for optimizer in optimizers], copy.deepcopy(schedule.state_dict()))
+        return cls(images.detach().clone(), (step_sizes.values.clone(), step_sizes.momentum.clone()),
+                   copy.deepcopy(pixel_optimizer.state_dict()), copy.deepcopy(schedule.state_dict()))
 
-    def restore(self, images: torch.Tensor, log_step_sizes: torch.Tensor, optimizers: list[torch.optim.Optimizer],
+    def restore(self, images: torch.Tensor, step_sizes: LearnedStepSizes, pixel_optimizer: torch.optim.Optimizer,
                 schedule: FixedSchedule | SelfAdaptiveSchedule) -> None:
         with torch.no_grad():
             images.copy_(self.images)
-            log_step_sizes.copy_(self.log_step_sizes)
+            step_sizes.values.copy_(self.step_sizes[0])
+            step_sizes.momentum.copy_(self.step_sizes[1])
         # Copies again: load_state_dict keeps the given tensors, which the next step would change in place.
-        for optimizer, state in zip(optimizers, self.optimizers, strict=True):
-            optimizer.load_state_dict(copy.deepcopy(state))
+        pixel_optimizer.load_state_dict(copy.deepcopy(self.pixel_optimizer))
         schedule.load_state_dict(copy.deepcopy(self.schedule))
 
 
@@ -182,8 +175,8 @@ def check_compatibility(settings: DistillSettings, dataset: PreparedDataset, sto
 class _Metrics:
     """Rows of per-iteration metrics; rewritten whole (atomically) at each checkpoint."""
 
-    columns = ("iteration", "loss", "probe_loss", "start_epoch", "cap", "step_size", "pixel_lr", "val_accuracy", "test_accuracy",
-               "seconds", "faults")
+    columns = ("iteration", "loss", "probe_loss", "expert", "start_epoch", "cap", "step_size", "pixel_lr", "val_accuracy",
+               "test_accuracy", "seconds", "faults")
 
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
@@ -236,14 +229,12 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     batch_size = min(settings.batch_syn or len(images), len(images))
     inner = InnerLoop(flat_view, settings.syn_steps, batch_size, DiffAugment(strategy=settings.augment),
                       chunk_size=settings.batch_chunk, cuda_graphs=settings.cuda_graphs, shard=distributed.shard(),
-                      bf16=settings.precision == "bf16", compile=settings.compile, channels_last=settings.channels_last,
-                      stored_steps=settings.stored_steps)
+                      bf16=settings.precision == "bf16", compile=settings.compile)
     images = images.to(device).requires_grad_(True)
     labels = labels.to(device)
     stages = settings.max_start_epoch if (settings.lr_per_stage and settings.method == "stm") else 1
-    log_step_sizes = torch.full((stages,), math.log(settings.lr_init), device=device, requires_grad=True)
+    step_sizes = LearnedStepSizes.start(settings.lr_init, stages, device)
     pixel_optimizer = torch.optim.SGD([images], lr=settings.lr_img, momentum=settings.momentum_img)
-    step_size_optimizer = torch.optim.Adam([log_step_sizes], lr=settings.lr_lr)
     schedule = make_schedule(settings)
     rng = np.random.default_rng(settings.seed)
     generator = seeded_generator(settings.seed + 1)
@@ -268,10 +259,10 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
             tqdm.write(f"warning: {warning}", file=sys.stderr)
         with torch.no_grad():
             images.copy_(tensors["images"])
-            log_step_sizes.copy_(tensors["log_step_sizes"])
+            step_sizes.values.copy_(tensors["step_sizes"])
+            step_sizes.momentum.copy_(tensors["step_size_momentum"])
         best_images = tensors["best_images"].to(device)
         optimizer_from_store("pixel", pixel_optimizer, tensors, meta["pixel_optimizer"])
-        optimizer_from_store("step_size", step_size_optimizer, tensors, meta["step_size_optimizer"])
         generator.set_state(tensors["generator_state"])
         rng.bit_generator.state = meta["numpy_rng"]
         schedule.load_state_dict(meta["schedule"])
@@ -288,18 +279,17 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
                        snapshots / f"iter_{tag:06d}.png", per_class=min(settings.ipc, 10), title=f"iteration {tag}")
 
     def current_step_size() -> float:
-        return float(log_step_sizes[schedule.stage % stages].detach().exp())
+        return step_sizes.value(step_sizes.newest(schedule.stage))
 
     def save_state() -> None:
         if not distributed.is_main():
             return
-        tensors = {"images": images, "log_step_sizes": log_step_sizes, "best_images": best_images,
-                   "generator_state": generator.get_state()}
+        tensors = {"images": images, "step_sizes": step_sizes.values, "step_size_momentum": step_sizes.momentum,
+                   "best_images": best_images, "generator_state": generator.get_state()}
         pixel_tensors, pixel_meta = optimizer_to_store("pixel", pixel_optimizer)
-        size_tensors, size_meta = optimizer_to_store("step_size", step_size_optimizer)
-        save_checkpoint(run_dir, iteration, {**tensors, **pixel_tensors, **size_tensors}, {
+        save_checkpoint(run_dir, iteration, {**tensors, **pixel_tensors}, {
             "iteration": iteration, "schedule": schedule.state_dict(), "numpy_rng": rng.bit_generator.state,
-            "pixel_optimizer": pixel_meta, "step_size_optimizer": size_meta, "metrics": metric_rows,
+            "pixel_optimizer": pixel_meta, "metrics": metric_rows,
             "events": events, "best": best, "best_step_size": best_step_size, "elapsed": elapsed, "lr_factors": lr_factors,
         })
         _Metrics(metric_rows).write(run_dir / "metrics.csv")
@@ -307,7 +297,6 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
 
     if iteration == 0:
         snapshot(0)
-    optimizers = [pixel_optimizer, step_size_optimizer]
     progress = tqdm(total=settings.iterations, initial=iteration, desc=f"distill ({settings.method})", unit="it",
                     disable=distributed.progress_disabled())
     if settings.compile and not distributed.progress_disabled():
@@ -316,29 +305,34 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     started = time.perf_counter() - elapsed
     faults_in_a_row = 0
     while not schedule.finished(iteration):
-        rollback = _RollbackPoint.capture(images, log_step_sizes, optimizers, schedule)
-        stage = schedule.stage % stages
+        rollback = _RollbackPoint.capture(images, step_sizes, pixel_optimizer, schedule)
         expert = int(rng.integers(len(store)))
         start_epoch = schedule.start_epoch(iteration, rng)
         start = store.parameters_at(expert, start_epoch).to(device, non_blocking=True)
         target = store.parameters_at(expert, start_epoch + settings.expert_epochs).to(device, non_blocking=True)
+        # STM measures the next epoch before the update, as its reference code does.
+        probe_epoch = schedule.probe_epoch()
+        probe_loss = None
+        if probe_epoch is not None:
+            probe_start = store.parameters_at(expert, probe_epoch).to(device)
+            probe_target = store.parameters_at(expert, probe_epoch + settings.expert_epochs).to(device)
+            probe_step_size = step_sizes.values[step_sizes.newest(schedule.stage)]
+            probe_loss = float(inner.probe_loss(images, labels, probe_step_size, probe_start, probe_target, generator))
         pixel_lr = settings.lr_img * lr_factors["lr_img"] * schedule.pixel_lr_factor()
         for group in pixel_optimizer.param_groups:
             group["lr"] = pixel_lr
-        for group in step_size_optimizer.param_groups:
-            group["lr"] = settings.lr_lr * lr_factors["lr_lr"]
-        step_size = log_step_sizes[stage].detach().exp()
+        used = step_sizes.index_for(start_epoch)
+        step_size = step_sizes.values[used].clone()
         gradients = inner.loss_and_gradients(images, labels, step_size, start, target, generator)
         fault = gradient_fault(gradients)
         if fault is None:
             images.grad = gradients.images
-            log_step_sizes.grad = torch.zeros_like(log_step_sizes)
-            log_step_sizes.grad[stage] = gradients.step_size * step_size
             pixel_optimizer.step()
-            step_size_optimizer.step()
-            fault = state_fault(images, log_step_sizes, rollback.log_step_sizes)
+            step_size_lr = step_sizes.learning_rate(settings.lr_lr * lr_factors["lr_lr"], schedule.stage)
+            step_sizes.step(used, gradients.step_size, step_size_lr)
+            fault = step_size_fault(step_sizes)
         if fault is not None:
-            rollback.restore(images, log_step_sizes, optimizers, schedule)
+            rollback.restore(images, step_sizes, pixel_optimizer, schedule)
             faults_in_a_row += 1
             for name in fault.lowers:
                 lr_factors[name] *= FAULT_LR_FACTOR
@@ -358,22 +352,15 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
             continue
         faults = faults_in_a_row
         faults_in_a_row = 0
-        probe_epoch = schedule.probe_epoch()
-        probe_loss = None
-        if probe_epoch is not None:
-            probe_start = store.parameters_at(expert, probe_epoch).to(device)
-            probe_target = store.parameters_at(expert, probe_epoch + settings.expert_epochs).to(device)
-            probe_loss = float(inner.probe_loss(images, labels, step_size, probe_start, probe_target, generator))
         iteration += 1
-        new_events = schedule.observe(iteration, probe_loss)
-        for event in new_events:
-            if event.kind == "grow" and schedule.stage % stages != stage:
-                with torch.no_grad():
-                    log_step_sizes[schedule.stage % stages] = log_step_sizes[stage]
+        stage_before = schedule.stage
+        for event in schedule.observe(iteration, probe_loss):
             events.append(asdict(event))
             tqdm.write(f"iteration {event.iteration}: {event.kind} {event.detail}")
+        if schedule.stage > stage_before:
+            step_sizes.begin_stage(schedule.stage)
         row: dict[str, Any] = {
-            "iteration": iteration, "loss": float(gradients.loss), "probe_loss": probe_loss, "start_epoch": start_epoch,
+            "iteration": iteration, "loss": float(gradients.loss), "probe_loss": probe_loss, "expert": expert, "start_epoch": start_epoch,
             "cap": getattr(schedule, "cap", settings.max_start_epoch), "step_size": current_step_size(),
             "pixel_lr": pixel_lr, "val_accuracy": None, "test_accuracy": None,
             "seconds": time.perf_counter() - started, "faults": faults,

@@ -65,15 +65,17 @@ class FixedSchedule:
 class SelfAdaptiveSchedule:
     """STM (Guan et al. 2023): grow the start-epoch pool when matching the next epoch clearly improves or worsens.
 
-    Start epochs cycle through [0, cap). Every iteration the loop also measures, without
-    updating anything, the normalised loss of matching epoch `cap` -> `cap + M` (the probe).
-    Every `check_every` iterations the Pearson correlation r of the probe series with its
-    index is tested against the null spread s = 1/sqrt(n - 2): r < -lambda_decrease * s means
-    the images already generalise to the next epoch; r > lambda_increase * s means they
-    overfit the earlier ones; either way the pool grows and the series restarts. After
-    `patience` iterations without growth the schedule fine-tunes: the pixel learning rate
-    decays by `decay` every `decay_every` iterations, and the run stops once that factor
-    falls below `stop_factor` (or at `max_iterations`, a safety bound).
+    The rule of the STM code (HaowenGuan/Galaxy-Dataset-Distillation, distill.py), decision for decision:
+    start epochs cycle as `iteration % cap` (0-based iteration). Before each update the loop measures,
+    without updating anything, the normalised loss of matching epoch `cap` -> `cap + M` (the probe).
+    Whenever the probe series holds a multiple of `check_every` points, the Pearson correlation r of
+    the series with its index is tested against the null spread s = 1/sqrt(n - 2): r < -lambda_decrease * s
+    means the images already generalise to the next epoch, r > lambda_increase * s that they overfit the
+    earlier ones (tested, as there, only at every other check); either way the series restarts and the
+    pool grows (at `max_start_epoch` it only restarts). A series longer than `patience` at a check starts
+    fine-tuning: probes stop, and on every iteration whose 0-based index is a multiple of `decay_every`
+    the pixel learning rate is multiplied by `decay`; the run stops once that factor falls below
+    `stop_factor` (or at `max_iterations`, a safety bound).
     """
 
     max_start_epoch: int
@@ -84,59 +86,60 @@ class SelfAdaptiveSchedule:
     patience: int = 1000
     decay: float = 0.8
     decay_every: int = 50
-    stop_factor: float = 0.01
+    stop_factor: float = 0.05
     cap: int = 1
-    cycle_position: int = 0
     probe_series: list[float] = field(default_factory=list)
-    last_growth_iteration: int = 0
     fine_tune_since: int | None = None
-    iterations_seen: int = 0
+    lr_factor: float = 1.0
+    stopped: bool = False
 
     def start_epoch(self, iteration: int, rng: np.random.Generator) -> int:
-        epoch = self.cycle_position % self.cap
-        self.cycle_position += 1
-        return epoch
+        return iteration % self.cap
 
     def probe_epoch(self) -> int | None:
-        return self.cap if self.cap < self.max_start_epoch and self.fine_tune_since is None else None
+        return self.cap if self.fine_tune_since is None else None
 
     @property
     def stage(self) -> int:
         return self.cap - 1
 
     def pixel_lr_factor(self) -> float:
-        if self.fine_tune_since is None:
-            return 1.0
-        return self.decay ** ((self.iterations_seen - self.fine_tune_since) // self.decay_every)
+        return self.lr_factor
 
     def observe(self, iteration: int, probe_loss: float | None) -> list[ScheduleEvent]:
-        """Record iteration `iteration` (1-based count of finished iterations) and its probe loss."""
-        self.iterations_seen = iteration
+        """Record iteration `iteration` (1-based count of finished iterations) and the probe loss measured in it."""
         events: list[ScheduleEvent] = []
-        if self.fine_tune_since is not None:
-            return events
-        if probe_loss is not None and math.isfinite(probe_loss):
+        if self.fine_tune_since is None and probe_loss is not None and math.isfinite(probe_loss):
             self.probe_series.append(probe_loss)
         n = len(self.probe_series)
-        if self.probe_epoch() is not None and iteration % self.check_every == 0 and n >= 3:
-            r = pearson_with_index(self.probe_series)
-            spread = 1.0 / math.sqrt(n - 2)
-            if r < -self.lambda_decrease * spread or r > self.lambda_increase * spread:
-                events.append(ScheduleEvent(iteration, "grow", {
-                    "from_cap": self.cap, "to_cap": self.cap + 1, "r": r, "spread": spread, "points": n,
-                    "reason": "probe loss decreasing" if r < 0 else "probe loss rising",
-                }))
-                self.cap += 1
-                self.cycle_position = 0
-                self.probe_series = []
-                self.last_growth_iteration = iteration
-        if iteration - self.last_growth_iteration >= self.patience:
+        if n < 3 or n % self.check_every:
+            return events
+        if self.fine_tune_since is None and n > self.patience:
             self.fine_tune_since = iteration
-            events.append(ScheduleEvent(iteration, "fine_tune", {"cap": self.cap, "iterations_without_growth": self.patience}))
+            events.append(ScheduleEvent(iteration, "fine_tune", {"cap": self.cap, "points_without_growth": n}))
+        if self.fine_tune_since is not None:
+            if (iteration - 1) % self.decay_every == 0:
+                self.lr_factor *= self.decay
+                self.stopped = self.lr_factor < self.stop_factor
+                if self.stopped:
+                    events.append(ScheduleEvent(iteration, "stop", {"pixel_lr_factor": self.lr_factor}))
+            return events
+        r = pearson_with_index(self.probe_series)
+        spread = 1.0 / math.sqrt(n - 2)
+        decreasing = r < -self.lambda_decrease * spread
+        rising = r > self.lambda_increase * spread and n % (2 * self.check_every) != 0
+        if decreasing or rising:
+            grown = min(self.cap + 1, self.max_start_epoch)
+            events.append(ScheduleEvent(iteration, "grow" if grown > self.cap else "restart", {
+                "from_cap": self.cap, "to_cap": grown, "r": r, "spread": spread, "points": n,
+                "reason": "probe loss decreasing" if decreasing else "probe loss rising",
+            }))
+            self.cap = grown
+            self.probe_series = []
         return events
 
     def finished(self, iteration: int) -> bool:
-        return iteration >= self.max_iterations or self.pixel_lr_factor() < self.stop_factor
+        return iteration >= self.max_iterations or self.stopped
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "stm", **asdict(self)}

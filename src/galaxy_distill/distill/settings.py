@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from galaxy_distill.config import Settings
-
-# Learned student step sizes outside this range mean a diverging or frozen student, at the start or later.
-STEP_SIZE_RANGE = (1e-6, 10.0)
 
 
 class DistillSettings(Settings):
@@ -31,19 +28,15 @@ class DistillSettings(Settings):
         "GPUs with bf16 units; pixel gradients agree with fp32 to cosine >= 0.99, see docs/performance.md)")
     compile: bool = Field(False, description="torch.compile the student network's part of each inner step (fused "
                           "kernels, inside the CUDA graphs where those run; compiles for a minute or more first)")
-    channels_last: bool = Field(False, description="feed the student network channels-last (NHWC) batches, the layout of "
-                                "GPU convolution kernels (same gradients; with --compile the whole step keeps it; no faster "
-                                "for ConvNet-3 on an H200, docs/performance.md)")
-    stored_steps: int = Field(0, ge=0, description="keep the graphs of this many of the last inner steps from the "
-                              "forward sweep instead of recomputing them: less arithmetic, one step's graph of memory "
-                              "each (at most --syn-steps; same gradients)")
     init: Literal["real", "noise"] = "real"
     lr_img: float = Field(100.0, gt=0)
     momentum_img: float = Field(0.5, ge=0, lt=1)
-    lr_init: float = Field(0.01, ge=STEP_SIZE_RANGE[0], le=STEP_SIZE_RANGE[1],
-                           description="the learned student step size's starting value (MTT's lr_teacher)")
-    lr_lr: float = Field(0.01, ge=0)
-    lr_per_stage: bool = False
+    lr_init: float = Field(0.01, gt=0, description="the learned student step size's starting value (MTT's lr_teacher)")
+    lr_lr: float = Field(1e-5, ge=0, description="learning rate of the student step size, updated as MTT does: SGD "
+                         "with momentum 0.5 on the step size itself (0 keeps it at --lr-init)")
+    lr_per_stage: bool = Field(False, description="STM only: one learned step size per start epoch, each new one "
+                               "starting from the newest, all moving at lr_lr x pool size (the STM code's "
+                               "independent-lr mode)")
     augment: str = "color_crop_cutout_flip_scale_rotate"
     seed: int = 0
     device: str = "auto"
@@ -59,10 +52,6 @@ class DistillSettings(Settings):
     stm_patience: int = Field(1000, ge=1)
     stm_decay: float = Field(0.8, gt=0, lt=1)
     stm_decay_every: int = Field(50, ge=1)
-    stm_stop_factor: float = Field(0.01, gt=0, lt=1)
-
-    @model_validator(mode="after")
-    def _stored_steps_within_the_unroll(self) -> DistillSettings:
-        if self.stored_steps > self.syn_steps:
-            raise ValueError(f"stored_steps {self.stored_steps} exceeds syn_steps {self.syn_steps}")
-        return self
+    stm_stop_factor: float = Field(0.05, gt=0, lt=1, description="STM stops once fine-tuning has decayed the pixel "
+                                   "learning rate below this fraction of --lr-img (the STM code stops below 50, i.e. "
+                                   "0.05 of its default lr_img 1000)")
