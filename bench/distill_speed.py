@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, convolution_profile, environment, kernel_profile  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
-from galaxy_distill.distill.matching import InnerLoop, Shard  # noqa: E402
+from galaxy_distill.distill.matching import InnerLoop  # noqa: E402
+from galaxy_distill.distributed import Shard  # noqa: E402
 from galaxy_distill.models import build_model  # noqa: E402
 from galaxy_distill.models.functional import FlatParams  # noqa: E402
 from galaxy_distill.runtime import configure_backends, seeded_generator  # noqa: E402

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from galaxy_distill import cli
 from galaxy_distill.data.base import PrepareSettings
 from galaxy_distill.data.registry import prepare
-from galaxy_distill.distill.matching import Shard
+from galaxy_distill.distributed import Shard
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
 from galaxy_distill.experts.store import MANIFEST_FILE
 from galaxy_distill.runtime import seeded_generator

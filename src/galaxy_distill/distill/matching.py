@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed
 import torch.nn.functional as F
 
 from galaxy_distill.data.augment import AugmentDraw, DiffAugment
+from galaxy_distill.distributed import Shard
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.runtime import CapturedCall
@@ -41,27 +41,6 @@ from galaxy_distill.runtime import CapturedCall
 GRAPH_PIXEL_LIMIT = 256 * 32 * 32
 """Inner batches up to this many pixels are launch-bound and replay as CUDA graphs; larger ones are
 compute-bound, gain nothing from graphs, and (seen on an H200 at 1000 x 32 px) can fail to capture."""
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's share of every inner batch when several processes split it (torch.distributed).
-
-    Each process takes a contiguous block of the batch rows; per-step gradient sums,
-    Hessian-vector products and pixel gradients are summed over processes, so every
-    process follows the same student trajectory and gets the full gradients.
-    """
-
-    rank: int = 0
-    size: int = 1
-
-    def rows(self, batch_size: int) -> tuple[int, int]:
-        return batch_size * self.rank // self.size, batch_size * (self.rank + 1) // self.size
-
-    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.size > 1:
-            torch.distributed.all_reduce(tensor)
-        return tensor
 
 
 @dataclass(frozen=True)
