@@ -130,18 +130,3 @@ def test_compiled_steps_give_the_uncompiled_gradients_for_every_augmentation_op(
         probe = compiled.probe_loss(images, labels, torch.tensor(0.01), start, target, seeded_generator(seed))
         torch.testing.assert_close(probe, expected.loss, rtol=1e-5, atol=0)
     assert set(compiled._compiled) == {"_loss_gradient", "_gradient_pullback"}
-
-
-def test_padded_image_channels_give_the_same_matching_gradients(monkeypatch):
-    """The matching gradients (Hessian-vector and mixed products included) with the GPU's channel padding, run on
-    the CPU."""
-    from galaxy_distill.models import padded_conv
-
-    inner, images, labels, start, target = tiny_problem()
-    step_size = torch.tensor(0.05, dtype=torch.float64)
-    plain = inner.loss_and_gradients(images, labels, step_size, start, target, seeded_generator(3))
-    monkeypatch.setattr(padded_conv, "PADDED_DEVICE_TYPES", frozenset({"cpu"}))
-    padded = inner.loss_and_gradients(images, labels, step_size, start, target, seeded_generator(3))
-    torch.testing.assert_close(padded.loss, plain.loss, rtol=1e-12, atol=0)
-    torch.testing.assert_close(padded.images, plain.images, rtol=1e-10, atol=1e-14)
-    torch.testing.assert_close(padded.step_size, plain.step_size, rtol=1e-10, atol=1e-14)
