@@ -7,7 +7,7 @@ optimiser steps. ConvNet depth 3, width 128, instance norm. 2 warm-up, `--timed`
 iterations, median; peak memory from torch.cuda.max_memory_allocated.
 
     python bench/distill_speed.py [--configs NAME ...] [--timed 8] [--kernels 14] [--compile] [--precision bf16]
-        [--channels-last] [--stored-steps N] [--chunk-pixels N] [--convolution-shapes N] [--no-cuda-graphs]
+        [--chunk-pixels N] [--convolution-shapes N] [--no-cuda-graphs]
         [--out bench/results/distill_speed.json]
 """
 
@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, convolution_profile, environment, kernel_profile  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
-from galaxy_distill.distill.matching import InnerLoop, Shard  # noqa: E402
+from galaxy_distill.distill.matching import InnerLoop  # noqa: E402
+from galaxy_distill.distributed import Shard  # noqa: E402
 from galaxy_distill.models import build_model  # noqa: E402
 from galaxy_distill.models.functional import FlatParams  # noqa: E402
 from galaxy_distill.runtime import configure_backends, seeded_generator  # noqa: E402
@@ -75,8 +76,7 @@ def matching_problem(config: dict, device: torch.device, generator: torch.Genera
 
 def measure(config: dict, timed: int, device: torch.device, chunk: int | None, cuda_graphs: bool,
             network: dict = NETWORK, shard: Shard = Shard(), bf16: bool = False, kernels: int = 0,
-            compiled: bool = False, channels_last: bool = False, stored_steps: int = 0,
-            convolution_shapes: int = 0) -> dict:
+            compiled: bool = False, convolution_shapes: int = 0) -> dict:
     """Median seconds of one outer iteration (2 warm-up, `timed` timed) and peak GPU memory; with `kernels`,
     also the iteration's most time-consuming GPU kernels, and with `convolution_shapes` its most time-consuming
     convolutions by operand shapes (torch.profiler, 3 more iterations each)."""
@@ -92,8 +92,7 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
     pixel_optimizer = torch.optim.SGD([images], lr=1000.0, momentum=0.5)
     step_optimizer = torch.optim.Adam([log_step], lr=0.01)
     inner = InnerLoop(flat_view, config["syn_steps"], min(config["batch_syn"], count), DiffAugment(), chunk_size=chunk,
-                      cuda_graphs=cuda_graphs, shard=shard, bf16=bf16, compile=compiled, channels_last=channels_last,
-                      stored_steps=min(stored_steps, config["syn_steps"]))
+                      cuda_graphs=cuda_graphs, shard=shard, bf16=bf16, compile=compiled)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     def outer_iteration() -> torch.Tensor:
@@ -115,7 +114,6 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
             times.append(time.perf_counter() - began)
     measured = {"s_per_iter": statistics.median(times), "times": times, "batch_chunk": chunk, "loss_last": float(loss),
                 "cuda_graphs": inner.replays_graphs(images), "precision": "bf16" if bf16 else "fp32", "compiled": compiled,
-                "channels_last": channels_last, "stored_steps": inner.stored_steps,
                 "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
     if kernels:
         measured.update(kernel_profile(outer_iteration, device, kernels))
@@ -133,11 +131,6 @@ def main() -> None:
                         help="bf16: the student's forward under bfloat16 autocast (DistillSettings.precision)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the student's steps (DistillSettings.compile); the warm-up iterations compile")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="feed the student channels-last batches (DistillSettings.channels_last)")
-    parser.add_argument("--stored-steps", type=int, default=0, metavar="N",
-                        help="keep the graphs of the last N inner steps (DistillSettings.stored_steps; more than a "
-                             "config's syn_steps: all of them)")
     parser.add_argument("--kernels", type=int, default=0, metavar="N",
                         help="also record each config's N most time-consuming GPU kernels (torch.profiler, 3 iterations)")
     parser.add_argument("--convolution-shapes", type=int, default=0, metavar="N",
@@ -169,7 +162,6 @@ def main() -> None:
         try:
             ours = measure(config, args.timed, device, chunk_for(config, args.chunk_pixels), not args.no_cuda_graphs,
                            bf16=args.precision == "bf16", kernels=args.kernels, compiled=args.compile,
-                           channels_last=args.channels_last, stored_steps=args.stored_steps,
                            convolution_shapes=args.convolution_shapes)
         except torch.cuda.OutOfMemoryError:
             ours = {"s_per_iter": None, "peak_mem_gib": None, "note": "out of memory"}

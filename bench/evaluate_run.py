@@ -46,7 +46,8 @@ def main() -> None:
     experts = read_json(args.experts_record)
     stage = distill_stage(args.run)
     dataset = load_prepared(stage["settings"]["dataset"])
-    model = model_spec_for(ExpertSettings(**experts["stages"]["experts"]["settings"]), dataset).model_dump()
+    stored = {name: value for name, value in experts["stages"]["experts"]["settings"].items() if name not in ExpertSettings.retired}
+    model = model_spec_for(ExpertSettings(**stored), dataset).model_dump()
     began = time.perf_counter()
     settings = EvaluateSettings(run=args.run, baselines=args.baselines, num_eval=args.num_eval, epochs=args.eval_epochs,
                                 architectures=args.architectures, device=args.device, resume=args.resume)

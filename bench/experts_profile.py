@@ -1,16 +1,14 @@
 """Milliseconds per expert training step for each way of running the stacked experts (for choosing the defaults).
 
-    python bench/experts_profile.py --experts 10 25 50 [--compile-modes default ...] [--kernels 12] \
+    python bench/experts_profile.py --experts 10 25 50 [--compiled] [--kernels 12] \
         --out bench/results/experts_profile.json
 
 One step as `galaxy_distill.experts.train` takes it: E ConvNets (CIFAR-10 shape: 3 x 32 x 32,
 10 classes, depth 3, width 128, instance norm) each on its own batch, forward, cross-entropy,
-gradients w.r.t. the stacked parameters, SGD update. Every combination of stacking (vmap,
-loop), precision (--precisions) and layout (--layouts) is timed, and with --compile-modes the compiled
-loop at each precision and layout in each mode, and with --whole-step-graph the step recorded as one
-CUDA graph, with and without a CUDA stream per network (3 warm-up, `--timed` timed steps,
-median) on random images; augmentation (one epoch's draw, then its per-step application) is
-timed apart. The projection scales the median to 100 experts x 50 epochs of 50,000 images.
+gradients w.r.t. the stacked parameters, SGD update. The eager step at each precision (--precisions)
+is timed, and with --compiled the compiled one (on GPUs one CUDA graph a step, a CUDA stream per
+network, as --compile trains): 3 warm-up, `--timed` timed steps, median, on random images;
+augmentation (one epoch's draw, then its per-step application) is timed apart. The projection scales the median to 100 experts x 50 epochs of 50,000 images.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, environment, kernel_profile  # noqa: E402
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
-from galaxy_distill.experts.train import ExpertStep, _epoch_draws, step_way  # noqa: E402
+from galaxy_distill.experts.train import ExpertStep, _epoch_draws  # noqa: E402
 from galaxy_distill.models import build_model  # noqa: E402
 from galaxy_distill.models.functional import FlatParams  # noqa: E402
 from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator  # noqa: E402
@@ -60,29 +58,18 @@ def main() -> None:
     parser.add_argument("--experts", type=int, nargs="+", default=[25])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--timed", type=int, default=10)
-    parser.add_argument("--compile-modes", nargs="+", default=[], metavar="MODE",
-                        help="also time compiled steps in these torch.compile modes (a minute or more to compile each): "
-                        "default (what --compile trains with, inside a whole-step graph on GPUs: add --whole-step-graph), reduce-overhead, "
-                        "max-autotune-no-cudagraphs, ...")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "bf16-full"])
-    parser.add_argument("--compiled-only", action="store_true", help="time only the compiled ways (--compile-modes)")
-    parser.add_argument("--layouts", nargs="+", default=["nchw", "nhwc"], choices=["nchw", "nhwc"],
-                        help="image layouts to time (nhwc: channels-last)")
-    parser.add_argument("--whole-step-graph", action="store_true",
-                        help="also time each step recorded as one CUDA graph (ExpertStep.whole_step_graph), eager and in each "
-                        "--compile-modes mode but reduce-overhead, at each precision and layout")
-    parser.add_argument("--training-way-only", action="store_true",
-                        help="time only the way --compile trains with on a GPU (torch.compile mode default, the whole step as "
-                        "one CUDA graph, a stream per network), at each precision and layout: to choose those for a run")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also time the compiled step (what --compile trains with; a minute or more to compile each)")
+    parser.add_argument("--compiled-only", action="store_true", help="time only the compiled step")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16-full"], choices=["fp32", "bf16-full"])
     parser.add_argument("--kernels", type=int, default=0, metavar="N",
                         help="also record each way's N most time-consuming operators (torch.profiler, 3 steps)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS / "experts_profile.json")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    if (args.whole_step_graph or args.training_way_only) and device.type != "cuda":
-        parser.error("--whole-step-graph and --training-way-only need a CUDA GPU")
     configure_backends(device)
+    compiles = [True] if args.compiled_only else [False, True] if args.compiled else [False]
     flat_view = FlatParams(build_model("convnet", 3, 10, 32, depth=3, width=128, norm="instancenorm").to(device))
     steps_per_epoch = math.ceil(TRAIN_IMAGES / args.batch)
     rows = []
@@ -101,25 +88,11 @@ def main() -> None:
         augment_ms = median_ms(augmentation, 3, args.timed, device)
         draw_ms = median_ms(lambda: _epoch_draws(augment, experts, steps_per_epoch * args.batch, args.batch, 32, generator,
                                                  device), 1, 3, device) / steps_per_epoch
-        layouts = [layout == "nhwc" for layout in args.layouts]
-        ways = [] if args.compiled_only else [
-            (vectorized, precision, channels_last, None, False, False)
-            for vectorized, precision, channels_last in itertools.product((True, False), args.precisions, layouts)]
-        ways += [(False, precision, channels_last, mode, False, False)
-                 for mode, precision, channels_last in itertools.product(args.compile_modes, args.precisions, layouts)]
-        if args.training_way_only:
-            trained = step_way(compile=True, device=device)
-            ways = [(False, precision, channels_last, trained["compile_mode"], trained["whole_step_graph"],
-                     trained["network_streams"]) for precision, channels_last in itertools.product(args.precisions, layouts)]
-        elif args.whole_step_graph:
-            graph_modes = [None, *(mode for mode in args.compile_modes if mode != "reduce-overhead")]
-            ways += [(False, precision, channels_last, mode, True, streams) for mode, precision, channels_last, streams
-                     in itertools.product(graph_modes, args.precisions, layouts, (True, False))]
-        for vectorized, precision, channels_last, compile_mode, whole_step_graph, network_streams in ways:
+        for compile, precision in itertools.product(compiles, args.precisions):
             state = {"flats": flats.clone()}
             torch._dynamo.reset()  # every way compiles afresh, within torch.compile's recompile limit
-            expert_step = ExpertStep(flat_view, precision, channels_last, vectorized, compile_mode, whole_step_graph,
-                                     network_streams)
+            expert_step = ExpertStep(flat_view, precision, compile)
+            graphed = compile and device.type == "cuda"
 
             def step() -> None:
                 gradient, _ = expert_step(state["flats"], images, labels)
@@ -132,18 +105,15 @@ def main() -> None:
             except torch.OutOfMemoryError:
                 step_ms = None
             per_expert = None if step_ms is None else (step_ms + augment_ms + draw_ms) / experts
-            row = {"experts": experts, "batch": args.batch, "stacking": "vmap" if vectorized else "loop",
-                   "precision": precision, "channels_last": channels_last, "compile": compile_mode is not None,
-                   "compile_mode": compile_mode, "whole_step_graph": whole_step_graph, "network_streams": network_streams,
-                   "step_ms": step_ms,
+            row = {"experts": experts, "batch": args.batch, "precision": precision, "compile": compile,
+                   "whole_step_graph": graphed, "network_streams": graphed, "step_ms": step_ms,
                    "augment_ms": augment_ms, "draw_ms_per_step": draw_ms, "ms_per_expert_step": per_expert,
                    "projected_min_100x50": None if per_expert is None else per_expert * EXPERTS * EPOCHS * steps_per_epoch / 60_000,
                    "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
             if args.kernels and step_ms is not None:
                 row.update(kernel_profile(step, device, args.kernels))
             rows.append(row)
-            print(f"E={experts:3d} {row['stacking']:4s} {precision} channels_last={channels_last!s:5s} compile={compile_mode or 'no'} "
-                  f"whole_step_graph={whole_step_graph} network_streams={network_streams} "
+            print(f"E={experts:3d} {precision} compile={compile} step graph={graphed} "
                   f"step {step_ms if step_ms is None else round(step_ms, 2)} ms + augment {augment_ms:.2f} + draw "
                   f"{draw_ms:.2f} ms -> {per_expert if per_expert is None else round(per_expert, 3)} ms/expert-step, "
                   f"100x50 projected {row['projected_min_100x50'] if per_expert is None else round(row['projected_min_100x50'], 1)} min",

@@ -1,10 +1,10 @@
 """Wall time of expert training: N ConvNet experts x E epochs on a prepared dataset (CIFAR-10 by default).
 
     galaxy-distill data prepare cifar10 --root DIR_WITH_cifar-10-batches-py
-    python bench/experts_speed.py --dataset cifar10 --num-experts 100 --epochs 50 --parallel 25 [--precision bf16 ...]
+    python bench/experts_speed.py --dataset cifar10 --num-experts 100 --epochs 50 --parallel 25 [--precision bf16-full ...]
 
 Experts train `--parallel` at a time as stacked parameters (ExpertSettings: one network after
-another by default, or one vmap call; `--compile` compiles the step). Augmentation: DSA
+another; `--compile` compiles the step). Augmentation: DSA
 "color_crop_cutout_flip_scale_rotate" in MTT's single mode. The JSON reports wall time and the
 experts' final test accuracy mean ± std.
 """
@@ -17,8 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -26,7 +24,7 @@ from common import RESULTS, environment  # noqa: E402
 
 from galaxy_distill.data import load_prepared  # noqa: E402
 from galaxy_distill.experts import ExpertSettings, train_experts  # noqa: E402
-from galaxy_distill.experts.train import step_way, summarize  # noqa: E402
+from galaxy_distill.experts.train import summarize  # noqa: E402
 from galaxy_distill.store import read_json, write_json  # noqa: E402
 
 
@@ -36,31 +34,23 @@ def main() -> None:
     parser.add_argument("--num-experts", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--parallel", type=int, default=25)
-    parser.add_argument("--stacking", choices=["loop", "vmap"], default="loop")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "bf16-full"], default="fp32")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--precision", choices=["fp32", "bf16-full"], default="fp32")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--test-every", type=int, default=1, metavar="N",
                         help="score the experts' test accuracy after every N-th epoch and the last (ExpertSettings.test_every)")
     parser.add_argument("--fastest-of", type=Path, metavar="PROFILE_JSON",
-                        help="take --parallel, --stacking, --precision, --channels-last and --compile from the fastest row that "
+                        help="take --parallel, --precision and --compile from the fastest row that "
                         "bench/experts_profile.py measured (at its default batch, 256, the experts' batch here)")
     parser.add_argument("--out", type=Path, default=RESULTS / "experts_speed.json")
     args = parser.parse_args()
     if args.fastest_of is not None:
-        # Only ways ExpertSettings can train with on a GPU, compiled or not (rows of profiles that predate one of
-        # these fields match neither).
-        trainable = [step_way(compile, torch.device("cuda")) for compile in (False, True)]
-        fastest = min((row for row in read_json(args.fastest_of)["rows"] if row["ms_per_expert_step"] is not None
-                       and {key: row.get(key) for key in trainable[0]} in trainable),
+        fastest = min((row for row in read_json(args.fastest_of)["rows"] if row["ms_per_expert_step"] is not None),
                       key=lambda row: row["ms_per_expert_step"])
-        args.parallel, args.stacking, args.precision, args.channels_last, args.compile = (
-            fastest["experts"], fastest["stacking"], fastest["precision"], fastest["channels_last"], fastest["compile"])
+        args.parallel, args.precision, args.compile = fastest["experts"], fastest["precision"], fastest["compile"]
         print(f"fastest in {args.fastest_of}: {fastest}", flush=True)
     dataset = load_prepared(args.dataset)
     settings = ExpertSettings(dataset=dataset.name, num_experts=args.num_experts, epochs=args.epochs,
-                              parallel=args.parallel, stacking=args.stacking, precision=args.precision,
-                              channels_last=args.channels_last, compile=args.compile, test_every=args.test_every,
+                              parallel=args.parallel, precision=args.precision, compile=args.compile, test_every=args.test_every,
                               device="auto")
     base = {**environment(), "dataset": dataset.name, "settings": settings.model_dump(mode="json"),
             "augmentation": "DSA color_crop_cutout_flip_scale_rotate, single mode (MTT default)"}

@@ -8,26 +8,20 @@
 #   bench/gpu_results.sh galaxy simzoo-128 GPU IPC...   # the same on one GPU for the IPCs named only
 #   bench/gpu_results.sh speed GPU           # distill_speed --precision bf16, experts_profile, then experts_speed
 #                                            # (once cifar10-all-zca is prepared) with the fastest profiled setup
-#   bench/gpu_results.sh kernels GPU         # top GPU kernels of the expert-step ways (whole-step graphs too), then of
-#                                            # every distill_speed config
-#   bench/gpu_results.sh experts GPU         # cifar10-all-zca from $CIFAR_ROOT while the training way is profiled in
-#                                            # both layouts, then the timed 100 x 50 experts in the faster layout
+#   bench/gpu_results.sh kernels GPU         # top GPU kernels of the compiled expert step, then of every
+#                                            # distill_speed config
+#   bench/gpu_results.sh experts GPU         # cifar10-all-zca from $CIFAR_ROOT while the training way is profiled at
+#                                            # both precisions, then the timed 100 x 50 experts at the faster one
 #   bench/gpu_results.sh distill-compiled GPU [CONFIG...]   # distill_speed --compile --kernels 16 (all nine configs, or
 #                                            # those named; each config's GPU kernels profiled after its timing);
 #                                            # PRECISION=bf16 for the student's forward under bf16 autocast,
-#                                            # CHUNK_PIXELS=N for distill_speed --chunk-pixels N,
-#                                            # CHANNELS_LAST=1 for --channels-last
-#   bench/gpu_results.sh padded-layouts GPU  # after the channel padding, one after another, most wanted first: compiled
-#                                            # bf16 channels-last on all nine configs, then with stored steps on the
-#                                            # 128-px IPC 1 and 10 configs, compiled fp32 channels-last on CIFAR-10 IPC 50
-#                                            # (all with kernels), the expert step in both layouts, compiled bf16 NCHW
-#                                            # on three configs and fp32 NCHW on CIFAR-10 IPC 50
+#                                            # CHUNK_PIXELS=N for distill_speed --chunk-pixels N
 #   bench/gpu_results.sh cuda-tests GPU      # the GPU tests (models, CUDA graphs, expert training) -> pytest_cuda_final.log
 #   bench/gpu_results.sh final GPU           # everything docs/performance.md states, at one revision: the CUDA tests
 #                                            # (unless `cuda-tests` was started first; waits for them) while
 #                                            # cifar10-all-zca is prepared from $CIFAR_ROOT, the timed 100 x 50 experts
-#                                            # (as `experts`; EXPERTS_PROFILE=JSON takes the layout from that profile
-#                                            # instead of profiling again), then distill_speed --compile --precision bf16
+#                                            # (as `experts`; EXPERTS_PROFILE=JSON takes the precision from that
+#                                            # profile instead of profiling again), then distill_speed --compile --precision bf16
 #                                            # on all nine configs and fp32 on CIFAR-10 IPC 50
 #   bench/gpu_results.sh final-rest GPU      # what `final` did not reach at revision 7e4ef0f (its device time ended): the
 #                                            # CUDA tests again, then distill_speed --compile --precision bf16 on the
@@ -108,16 +102,16 @@ cifar_experts() {  # the experts that every CIFAR-10 distillation here shares
     --out "$RESULTS/cifar10_experts.json"
 }
 
-experts_layouts() {  # OUT_JSON: the way --compile trains experts (bf16-full, 10 at once), profiled in both layouts
-  python3 "$HERE/experts_profile.py" --experts 10 --training-way-only --precisions bf16-full --layouts nchw nhwc --out "$1"
+experts_precisions() {  # OUT_JSON: the way --compile trains experts (10 at once), profiled at both precisions
+  python3 "$HERE/experts_profile.py" --experts 10 --compiled-only --precisions fp32 bf16-full --out "$1"
 }
 
-experts_layout_then_speed() {  # the way --compile trains in each layout (profiled while CIFAR-10 is prepared from
-  # $CIFAR_ROOT), then the timed 100 x 50 experts of docs/performance.md in the faster one
-  experts_layouts "$RESULTS/experts_layouts.json" &
+experts_precision_then_speed() {  # the way --compile trains at each precision (profiled while CIFAR-10 is prepared
+  # from $CIFAR_ROOT), then the timed 100 x 50 experts of docs/performance.md at the faster one
+  experts_precisions "$RESULTS/experts_precisions.json" &
   cifar_prepare cifar10-all-zca --val-fraction 0
   wait
-  experts_timed "$RESULTS/experts_layouts.json"
+  experts_timed "$RESULTS/experts_precisions.json"
 }
 
 experts_timed() {  # PROFILE_JSON: the timed 100 x 50 experts in the way that profile found fastest
@@ -135,7 +129,7 @@ cifar_experts_ready() {
   until [ -f "$RESULTS/cifar10_experts.json" ]; do sleep 5; done
 }
 
-export -f cifar_run cifar_prepare cifar_experts experts_layouts experts_layout_then_speed experts_timed cuda_tests cifar_experts_ready \
+export -f cifar_run cifar_prepare cifar_experts experts_precisions experts_precision_then_speed experts_timed cuda_tests cifar_experts_ready \
   galaxy_chain
 
 case "${1:-}" in
@@ -149,7 +143,7 @@ case "${1:-}" in
   cifar)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
     # The timed experts train on all 50,000 training images, as in MTT; the distillation runs hold out 5,000 for validation.
-    background experts_speed 0 bash -c experts_layout_then_speed
+    background experts_speed 0 bash -c experts_precision_then_speed
     background cifar10_experts 3 bash -c cifar_experts
     for job in "1 stm 3" "1 mtt 3" "10 stm 3" "10 mtt 3" "50 stm 1" "50 mtt 3"; do
       set -- $job
@@ -166,7 +160,7 @@ case "${1:-}" in
     ;;
   experts)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
-    background experts_speed "${2:?usage: $0 experts GPU}" bash -c experts_layout_then_speed
+    background experts_speed "${2:?usage: $0 experts GPU}" bash -c experts_precision_then_speed
     ;;
   distill-compiled)  # GPU [CONFIG...]: distill_speed with compiled student steps (each config compiles for a minute or more)
     gpu=${2:?usage: $0 distill-compiled GPU [CONFIG...]}
@@ -174,28 +168,15 @@ case "${1:-}" in
     configs=()
     [ $# -gt 0 ] && configs=(--configs "$@")
     precision=${PRECISION:-fp32}
-    name=distill_compiled_$precision${CHUNK_PIXELS:+_chunk$CHUNK_PIXELS}${CHANNELS_LAST:+_channels_last}
+    name=distill_compiled_$precision${CHUNK_PIXELS:+_chunk$CHUNK_PIXELS}
     background "$name" "$gpu" python3 "$HERE/distill_speed.py" --compile --kernels 16 --precision "$precision" \
-      ${CHUNK_PIXELS:+--chunk-pixels "$CHUNK_PIXELS"} ${CHANNELS_LAST:+--channels-last} "${configs[@]}" --out "$RESULTS/$name.json"
-    ;;
-  padded-layouts)
-    speed="python3 $HERE/distill_speed.py --compile --kernels 16"
-    background padded_layouts "${2:?usage: $0 padded-layouts GPU}" bash -c "
-      $speed --precision bf16 --channels-last --out $RESULTS/distill_padded_bf16_channels_last.json
-      $speed --precision bf16 --channels-last --stored-steps 50 --configs gzoo2_128_ipc1 \
-        --out $RESULTS/distill_padded_bf16_channels_last_stored_all.json
-      $speed --precision bf16 --channels-last --stored-steps 3 --configs gzoo2_128_ipc10 \
-        --out $RESULTS/distill_padded_bf16_channels_last_stored_3.json
-      $speed --channels-last --configs cifar10_ipc50 --out $RESULTS/distill_padded_fp32_channels_last.json
-      experts_layouts $RESULTS/experts_layouts_padded.json
-      $speed --precision bf16 --configs cifar10_ipc10 cifar100_ipc10 gzoo2_128_ipc10 --out $RESULTS/distill_padded_bf16.json
-      $speed --configs cifar10_ipc50 --out $RESULTS/distill_padded_fp32.json"
+      ${CHUNK_PIXELS:+--chunk-pixels "$CHUNK_PIXELS"} "${configs[@]}" --out "$RESULTS/$name.json"
     ;;
   final)
     : "${CIFAR_ROOT:?set CIFAR_ROOT}"
     speed="python3 $HERE/distill_speed.py --compile"
-    profile=${EXPERTS_PROFILE:-$RESULTS/experts_layouts.json}
-    profiling="experts_layouts $profile"
+    profile=${EXPERTS_PROFILE:-$RESULTS/experts_precisions.json}
+    profiling="experts_precisions $profile"
     [ -n "${EXPERTS_PROFILE:-}" ] && profiling=true
     # Nothing timed shares the GPU with the tests: they overlap only the preparation of CIFAR-10.
     background final "${2:?usage: $0 final GPU}" bash -c "
@@ -223,16 +204,14 @@ case "${1:-}" in
     background prepare_cifar 0 bash -c "cifar_prepare cifar10-all-zca --val-fraction 0"
     ;;
   kernels)
-    # default + whole-step graph with a stream per network is what --compile trains with on a GPU.
     background kernels "${2:?usage: $0 kernels GPU}" bash -c "python3 $HERE/experts_profile.py --experts 10 --kernels 14 \
-      --compiled-only --precisions bf16-full --layouts nchw --compile-modes default --whole-step-graph \
-      --out $RESULTS/experts_kernels.json; python3 $HERE/distill_speed.py --kernels 14 --out $RESULTS/distill_kernels.json"
+      --compiled-only --precisions bf16-full --out $RESULTS/experts_kernels.json; python3 $HERE/distill_speed.py --kernels 14 --out $RESULTS/distill_kernels.json"
     ;;
   speed)  # GPU: alone on that GPU, one after another, so that no timing shares it
     ready="until [ -f $WS/datasets/cifar10-all-zca/meta.json ]; do sleep 5; done"
     background speed "${2:?usage: $0 speed GPU}" bash -c "python3 $HERE/distill_speed.py --precision bf16 \
-      --out $RESULTS/distill_speed_bf16.json; python3 $HERE/experts_profile.py --experts 10 --training-way-only \
-      --precisions fp32 bf16-full --layouts nchw nhwc --out $RESULTS/experts_profile.json; $ready; python3 $HERE/experts_speed.py --dataset cifar10-all-zca \
+      --out $RESULTS/distill_speed_bf16.json; python3 $HERE/experts_profile.py --experts 10 --compiled-only \
+      --precisions fp32 bf16-full --out $RESULTS/experts_profile.json; $ready; python3 $HERE/experts_speed.py --dataset cifar10-all-zca \
       --num-experts 100 --epochs 50 --fastest-of $RESULTS/experts_profile.json --out $RESULTS/experts_speed.json"
     ;;
   status)
@@ -260,7 +239,7 @@ case "${1:-}" in
     ls -la "$out"
     ;;
   *)
-    echo "usage: $0 cifar|cifar50 GPU_A GPU_B|galaxy NAME [GPU IPC...]|prepare-cifar|kernels GPU|speed GPU|distill-compiled GPU [CONFIG...]|padded-layouts GPU|experts GPU|cuda-tests GPU|final GPU|final-rest GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
+    echo "usage: $0 cifar|cifar50 GPU_A GPU_B|galaxy NAME [GPU IPC...]|prepare-cifar|kernels GPU|speed GPU|distill-compiled GPU [CONFIG...]|experts GPU|cuda-tests GPU|final GPU|final-rest GPU|status|collect OUT_DIR [RUN_GLOB]" >&2
     exit 2
     ;;
 esac

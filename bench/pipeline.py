@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--expert-batch", type=int, default=256)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--expert-compile", action="store_true", help="train the experts with --compile (ExpertSettings.compile)")
-    parser.add_argument("--expert-precision", choices=["fp32", "bf16", "bf16-full"], default="fp32",
+    parser.add_argument("--expert-precision", choices=["fp32", "bf16-full"], default="fp32",
                         help="the experts' --precision (ExpertSettings.precision)")
     parser.add_argument("--ipc", type=int, nargs="+", default=[1])
     parser.add_argument("--methods", nargs="+", default=["stm", "mtt"])

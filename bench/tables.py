@@ -177,11 +177,8 @@ def flops_table(paths: list[Path]) -> str:
 
 
 def distill_way(row: dict) -> str:
-    """A distill_speed row's way: its precision, ', compiled' for compiled student steps, ', channels-last', and how
-    many steps' graphs were stored."""
-    stored = row.get("stored_steps")
-    return (f"{row.get('precision', 'fp32')}{', compiled' if row.get('compiled') else ''}"
-            f"{', channels-last' if row.get('channels_last') else ''}{f', {stored} steps stored' if stored else ''}")
+    """A distill_speed row's way: its precision, and ', compiled' for compiled student steps."""
+    return f"{row.get('precision', 'fp32')}{', compiled' if row.get('compiled') else ''}"
 
 
 def distributed_table(path: Path) -> str:
@@ -310,10 +307,7 @@ def experts_table(paths: list[Path]) -> str:
         experts = stage.get("experts_done", settings["num_experts"])
         done = "" if stage.get("finished", True) else f" (of {settings['num_experts']}: unfinished)"
         per_expert_epoch = stage["wall_s"] / (experts * settings["epochs"])
-        # Records from before "loop" became the default say "auto" or nothing: that meant vmap on the GPUs they ran on.
-        stacking = {"auto": "vmap"}.get(settings.get("stacking", "auto"), settings.get("stacking"))
-        step = (f"{stacking}, {settings.get('precision', 'fp32')}"
-                f"{', compiled' if settings.get('compile') else ''}{', channels-last' if settings.get('channels_last') else ''}")
+        step = f"{settings.get('precision', 'fp32')}{', compiled' if settings.get('compile') else ''}"
         lines.append(f"| {record['dataset']} | {experts}{done} x {settings['epochs']} | {settings['batch_size']} | "
                      f"{settings['parallel']} | {step} | {stage['wall_s']:.1f} | {per_expert_epoch:.3f} | "
                      f"{100 * 50 * per_expert_epoch / 60:.1f} | {_fmt(_minutes_from_groups(stage, settings), 1)} | "
@@ -333,10 +327,9 @@ def _minutes_from_groups(stage: dict, settings: dict) -> float | None:
 
 
 def _way(row: dict) -> str:
-    """A profile row's compilation: torch.compile's mode (profiles before modes were recorded: 'default') or 'no',
-    and '+ step graph' for a step recorded as one CUDA graph ('+ step graph, streams' with a CUDA stream per network;
-    profiles before streams were recorded had none)."""
-    compiled = row.get("compile_mode") or ("default" if row.get("compile") else "no")
+    """A profile row's compilation ('yes' or 'no'), and '+ step graph' for a step recorded as one CUDA graph
+    ('+ step graph, streams' with a CUDA stream per network; profiles before streams were recorded had none)."""
+    compiled = "yes" if row.get("compile") else "no"
     if not row.get("whole_step_graph"):
         return compiled
     return f"{compiled} + step graph, streams" if row.get("network_streams") else f"{compiled} + step graph"
@@ -354,7 +347,7 @@ def kernels_table(path: Path) -> str:
     record = json.loads(path.read_text())
     distill = "configs" in record
     described = (("config", "precision", "CUDA graphs") if distill
-                 else ("experts at once", "precision", "channels-last", "compiled (mode)"))
+                 else ("experts at once", "precision", "compiled"))
     lines = [_caption(path, record), "", *_header(*described, "step ms", "all kernels' GPU ms per step", "GPU busy share",
                                                   "kernels listed", "their GPU ms per step", "share of the step",
                                                   "three largest (ms per step)")]
@@ -366,7 +359,7 @@ def kernels_table(path: Path) -> str:
         busy = sum(kernel["ms_per_step"] for kernel in kernels)
         largest = "; ".join(f"{kernel['name'][:48]} ({kernel['ms_per_step']:.2f})" for kernel in kernels[:3])
         way = ((row["name"], distill_way(row), "yes" if row.get("cuda_graphs") else "no") if distill
-               else (row["experts"], row["precision"], "yes" if row["channels_last"] else "no", _way(row)))
+               else (row["experts"], row["precision"], _way(row)))
         device_ms = row.get("device_ms_per_step")
         lines.append(f"| {' | '.join(map(str, way))} | {step_ms:.1f} | {_fmt(device_ms, 1)} | "
                      f"{_fmt(device_ms and device_ms / step_ms, 2)} | {len(kernels)} | {busy:.1f} | "
@@ -394,11 +387,10 @@ def convolutions_table(path: Path) -> str:
 def profile_table(path: Path) -> str:
     """bench/experts_profile.py: milliseconds per expert step for each way of running the stacked experts."""
     record = json.loads(path.read_text())
-    lines = [_caption(path, record), "", *_header("experts at once", "stacking", "precision", "channels-last", "compiled (mode)", "step ms",
+    lines = [_caption(path, record), "", *_header("experts at once", "precision", "compiled", "step ms",
                           "augmentation ms", "ms per expert-step", "100 x 50 projected (min)", "peak GiB")]
     for row in sorted(record["rows"], key=lambda row: (row["experts"], row["ms_per_expert_step"] or float("inf"))):
-        lines.append(f"| {row['experts']} | {row['stacking']} | {row['precision']} | {'yes' if row['channels_last'] else 'no'} | "
-                     f"{_way(row)} | {_fmt(row['step_ms'], 1)} | "
+        lines.append(f"| {row['experts']} | {row['precision']} | {_way(row)} | {_fmt(row['step_ms'], 1)} | "
                      f"{row['augment_ms'] + row['draw_ms_per_step']:.2f} | {_fmt(row['ms_per_expert_step'])} | "
                      f"{_fmt(row['projected_min_100x50'], 1)} | {_fmt(row['peak_mem_gib'], 2)} |")
     return "\n".join(lines)

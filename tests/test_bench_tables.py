@@ -66,50 +66,48 @@ def test_a_missing_file_or_kind_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_experts_projects_an_unfinished_speed_record_from_the_experts_done_and_the_group_times(tmp_path: Path) -> None:
-    settings = {"num_experts": 100, "epochs": 50, "batch_size": 256, "parallel": 10, "stacking": "loop", "precision": "fp32",
-                "compile": True, "channels_last": False}
+    settings = {"num_experts": 100, "epochs": 50, "batch_size": 256, "parallel": 10, "precision": "fp32", "compile": True}
     speed = tmp_path / "experts_speed.json"
     speed.write_text(json.dumps({"dataset": "toy", "gpu": "G", "settings": settings, "finished": False, "experts_done": 10,
                                  "wall_s": 300.0, "group_seconds": {"0": 300.0},
                                  "final_test_acc_mean": 0.8, "final_test_acc_std": 0.01}))
     row = [line for line in tables("experts", str(speed)).splitlines() if line.startswith("| toy")]
     # 300 s for 10 experts x 50 epochs: 0.6 s an expert-epoch, 50 min for 100 x 50; one group: no group projection.
-    assert row == ["| toy | 10 (of 100: unfinished) x 50 | 256 | 10 | loop, fp32, compiled | 300.0 | 0.600 | 50.0 | — | 80.0 ± 1.0 | 1 | G |"]
+    assert row == ["| toy | 10 (of 100: unfinished) x 50 | 256 | 10 | fp32, compiled | 300.0 | 0.600 | 50.0 | — | 80.0 ± 1.0 | 1 | G |"]
     speed.write_text(json.dumps({"dataset": "toy", "gpu": "G", "settings": {**settings, "test_every": 10}, "finished": False,
                                  "experts_done": 30,
                                  "wall_s": 360.0, "group_seconds": {"0": 150.0, "2": 110.0, "1": 100.0},
                                  "final_test_acc_mean": 0.8, "final_test_acc_std": 0.01}))
     row = [line for line in tables("experts", str(speed)).splitlines() if line.startswith("| toy")]
     # 360 s / 1500 expert-epochs: 20.0 min; the first group once, then 9 x the later groups' 105 s: 18.25 min.
-    assert row == ["| toy | 30 (of 100: unfinished) x 50 | 256 | 10 | loop, fp32, compiled | 360.0 | 0.240 | 20.0 | 18.2 | 80.0 ± 1.0 | 10 | G |"]
+    assert row == ["| toy | 30 (of 100: unfinished) x 50 | 256 | 10 | fp32, compiled | 360.0 | 0.240 | 20.0 | 18.2 | 80.0 ± 1.0 | 10 | G |"]
 
 
 def test_profile_lists_the_ways_fastest_first(tmp_path: Path) -> None:
-    def row(stacking: str, step_ms: float) -> dict:
-        return {"experts": 10, "stacking": stacking, "precision": "fp32", "channels_last": False, "compile": False,
-                "step_ms": step_ms, "augment_ms": 0.5, "draw_ms_per_step": 0.5, "ms_per_expert_step": (step_ms + 1) / 10,
-                "projected_min_100x50": 1.0, "peak_mem_gib": 2.0}
+    def row(precision: str, step_ms: float) -> dict:
+        return {"experts": 10, "precision": precision, "compile": False, "step_ms": step_ms, "augment_ms": 0.5,
+                "draw_ms_per_step": 0.5, "ms_per_expert_step": (step_ms + 1) / 10, "projected_min_100x50": 1.0,
+                "peak_mem_gib": 2.0}
     profile = tmp_path / "experts_profile.json"
-    graphed = [{**row("loop", step_ms), "compile": True, "compile_mode": "default", "whole_step_graph": True,
-                "network_streams": streams} for step_ms, streams in ((8.0, True), (9.0, False))]
+    graphed = [{**row("bf16-full", step_ms), "compile": True, "whole_step_graph": True, "network_streams": streams}
+               for step_ms, streams in ((8.0, True), (9.0, False))]
     profile.write_text(json.dumps({"gpu": "G", "torch": "t", "git_revision": "abcdef123",
-                                   "rows": [row("vmap", 39.0), row("loop", 29.0), *graphed]}))
+                                   "rows": [row("fp32", 39.0), row("bf16-full", 29.0), *graphed]}))
     rows = [line for line in tables("profile", str(profile)).splitlines() if line.startswith("| 10")]
-    assert rows == ["| 10 | loop | fp32 | no | default + step graph, streams | 8.0 | 1.00 | 0.900 | 1.0 | 2.00 |",
-                    "| 10 | loop | fp32 | no | default + step graph | 9.0 | 1.00 | 1.000 | 1.0 | 2.00 |",
-                    "| 10 | loop | fp32 | no | no | 29.0 | 1.00 | 3.000 | 1.0 | 2.00 |",
-                    "| 10 | vmap | fp32 | no | no | 39.0 | 1.00 | 4.000 | 1.0 | 2.00 |"]
+    assert rows == ["| 10 | bf16-full | yes + step graph, streams | 8.0 | 1.00 | 0.900 | 1.0 | 2.00 |",
+                    "| 10 | bf16-full | yes + step graph | 9.0 | 1.00 | 1.000 | 1.0 | 2.00 |",
+                    "| 10 | bf16-full | no | 29.0 | 1.00 | 3.000 | 1.0 | 2.00 |",
+                    "| 10 | fp32 | no | 39.0 | 1.00 | 4.000 | 1.0 | 2.00 |"]
 
 
 def test_kernels_compares_the_largest_kernels_with_the_step(tmp_path: Path) -> None:
     kernels = [{"name": "conv|wgrad", "ms_per_step": 3.0, "calls_per_step": 10}, {"name": "norm", "ms_per_step": 1.0, "calls_per_step": 10}]
-    rows = [{"experts": 10, "precision": "fp32", "channels_last": False, "compile_mode": "default", "step_ms": 8.0,
-             "top_kernels": kernels},
-            {"experts": 10, "precision": "fp32", "channels_last": True, "compile_mode": None, "step_ms": 9.0}]
+    rows = [{"experts": 10, "precision": "fp32", "compile": True, "step_ms": 8.0, "top_kernels": kernels},
+            {"experts": 10, "precision": "fp32", "compile": False, "step_ms": 9.0}]
     record = tmp_path / "profile.json"
     record.write_text(json.dumps({"gpu": "GPU", "torch": "2", "git_revision": "abcdef0123", "rows": rows}))
     lines = [line for line in tables("kernels", str(record)).splitlines() if line.startswith("| 10")]
-    assert lines == ["| 10 | fp32 | no | default | 8.0 | — | — | 2 | 4.0 | 0.50 | conv/wgrad (3.00); norm (1.00) |"]
+    assert lines == ["| 10 | fp32 | yes | 8.0 | — | — | 2 | 4.0 | 0.50 | conv/wgrad (3.00); norm (1.00) |"]
 
 
 def test_kernels_reads_a_distill_speed_record_too(tmp_path: Path) -> None:
@@ -148,10 +146,10 @@ def test_best_picks_each_configs_fastest_row_and_checks_the_targets(tmp_path: Pa
         {**row("c50", 50, None, 0.1, "fp32"), "note": "out of memory"}]}))
     second = tmp_path / "second.json"
     second.write_text(json.dumps({"git_revision": "bbbbbbb2", "configs": [
-        row("c1", 1, 0.3, 0.5, "bf16"), {**row("c10", 10, 0.125, 0.3, "bf16"), "channels_last": True, "stored_steps": 3}]}))
+        row("c1", 1, 0.3, 0.5, "bf16"), row("c10", 10, 0.125, 0.3, "bf16")]}))
     lines = [line for line in tables("best", str(first), str(second)).splitlines() if line.startswith(("| c1 ", "| c10 ", "| c50 "))]
     assert lines == ["| c1 | fp32, compiled | — | 0.100 | 1.000 | 10.00x | met | 0.500 | — | `first.json` | aaaaaaa |",
-                     "| c10 | bf16, compiled, channels-last, 3 steps stored | — | 0.125 | 1.000 | 8.00x | met | 0.300 | missed | "
+                     "| c10 | bf16, compiled | — | 0.125 | 1.000 | 8.00x | met | 0.300 | missed | "
                      "`second.json` | bbbbbbb |",
                      "| c50 | not timed (out of memory) | — | — | 1.000 | — | — | — | — | — | — |"]
 

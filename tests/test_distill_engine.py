@@ -9,12 +9,11 @@ import pytest
 import torch
 from shared_paths import GZ1_ROOT
 
-from galaxy_distill.config import resolve_settings, settings_differences
+from galaxy_distill.config import settings_differences
 from galaxy_distill.data import PrepareSettings, prepare
 from galaxy_distill.distill.matching import InnerLoop
 from galaxy_distill.distill.run import distill, load_synthetic
 from galaxy_distill.distill.settings import DistillSettings
-from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.evaluate.baselines import baseline_set
 from galaxy_distill.evaluate.train import TrainingProtocol, evaluate_image_set
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
@@ -63,9 +62,8 @@ def test_distilled_set_beats_random_real_images_of_the_same_size(galaxies):
 
 def test_interrupted_run_resumes_to_identical_images(galaxies, monkeypatch):
     root, dataset, store = galaxies
-    # Half the inner steps' graphs stored (faster, same gradients): resuming must not depend on them either.
     settings = distill_settings(root, method="stm", iterations=10, checkpoint_every=3, stm_patience=4, stm_decay_every=2,
-                                stm_stop_factor=0.5, stored_steps=4)
+                                stm_stop_factor=0.5)
     distill(settings, dataset, store, root / "straight")
 
     calls = {"count": 0}
@@ -96,8 +94,3 @@ def test_a_stored_run_differs_only_where_a_setting_really_changed(tmp_path):
     assert settings_differences(DistillSettings, {**older_version, "retired": 1}, now) == ["retired: unknown setting there"]
     bf16 = json.loads(DistillSettings(dataset="d", experts=tmp_path, precision="bf16").model_dump_json())
     assert settings_differences(DistillSettings, older_version, bf16) == ["precision: 'fp32' there, 'bf16' now"]
-
-
-def test_more_stored_steps_than_inner_steps_is_a_settings_error(tmp_path):
-    with pytest.raises(GalaxyDistillError, match="stored_steps 9 exceeds syn_steps 8"):
-        resolve_settings(DistillSettings, None, {"dataset": "d", "experts": tmp_path, "syn_steps": 8, "stored_steps": 9})

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from galaxy_distill import cli
 from galaxy_distill.data.base import PrepareSettings
 from galaxy_distill.data.registry import prepare
-from galaxy_distill.distill.matching import Shard
+from galaxy_distill.distributed import Shard
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
 from galaxy_distill.experts.store import MANIFEST_FILE
 from galaxy_distill.runtime import seeded_generator
@@ -82,12 +82,12 @@ def _sharded_worker(rank: int, size: int, store: str) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
     try:
-        # A batch that splits evenly, and an uneven one cut further into chunks with two steps' graphs stored.
-        for batch, chunk, stored_steps in ((6, None, 0), (5, 2, 2)):
+        # A batch that splits evenly, and an uneven one cut further into chunks.
+        for batch, chunk in ((6, None), (5, 2)):
             inner, images, labels, start, target = tiny_problem(batch=batch, chunk_size=chunk)
             alpha = torch.tensor(0.05, dtype=torch.float64)
             alone = inner.loss_and_gradients(images, labels, alpha, start, target, seeded_generator(7))
-            sharded_inner = dataclasses.replace(inner, shard=Shard(rank, size), stored_steps=stored_steps)
+            sharded_inner = dataclasses.replace(inner, shard=Shard(rank, size))
             shared = sharded_inner.loss_and_gradients(images, labels, alpha, start, target, seeded_generator(7))
             torch.testing.assert_close(shared.loss, alone.loss, rtol=1e-12, atol=0)
             torch.testing.assert_close(shared.images, alone.images, rtol=1e-10, atol=1e-14)

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from compile_support import CAN_COMPILE_ON_CPU
 
 from galaxy_distill.data.augment import DiffAugment
-from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.distill.matching import InnerLoop
 from galaxy_distill.models import build_model
 from galaxy_distill.models.functional import FlatParams
@@ -131,63 +130,3 @@ def test_compiled_steps_give_the_uncompiled_gradients_for_every_augmentation_op(
         probe = compiled.probe_loss(images, labels, torch.tensor(0.01), start, target, seeded_generator(seed))
         torch.testing.assert_close(probe, expected.loss, rtol=1e-5, atol=0)
     assert set(compiled._compiled) == {"_loss_gradient", "_gradient_pullback"}
-
-
-def test_padded_image_channels_give_the_same_matching_gradients(monkeypatch):
-    """The matching gradients (Hessian-vector and mixed products included) with the GPU's channel padding, run on
-    the CPU."""
-    from galaxy_distill.models import padded_conv
-
-    inner, images, labels, start, target = tiny_problem()
-    step_size = torch.tensor(0.05, dtype=torch.float64)
-    plain = inner.loss_and_gradients(images, labels, step_size, start, target, seeded_generator(3))
-    monkeypatch.setattr(padded_conv, "PADDED_DEVICE_TYPES", frozenset({"cpu"}))
-    padded = inner.loss_and_gradients(images, labels, step_size, start, target, seeded_generator(3))
-    torch.testing.assert_close(padded.loss, plain.loss, rtol=1e-12, atol=0)
-    torch.testing.assert_close(padded.images, plain.images, rtol=1e-10, atol=1e-14)
-    torch.testing.assert_close(padded.step_size, plain.step_size, rtol=1e-10, atol=1e-14)
-
-
-@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.skipif(
-    not CAN_COMPILE_ON_CPU, reason="torch.compile on CPU needs a C++ compiler and Python's headers"))])
-def test_channels_last_batches_give_the_same_matching_gradients(compile):
-    flat_view, start, target, images, labels = float32_problem(size=16, depth=2, width=16)
-    plain = InnerLoop(flat_view, steps=3, batch_size=10, augment=DiffAugment())
-    channels_last = dataclasses.replace(plain, channels_last=True, compile=compile, _compiled={})
-    expected = plain.loss_and_gradients(images, labels, torch.tensor(0.01), start, target, seeded_generator(4))
-    result = channels_last.loss_and_gradients(images, labels, torch.tensor(0.01), start, target, seeded_generator(4))
-    torch.testing.assert_close(result.loss, expected.loss, rtol=1e-5, atol=0)
-    torch.testing.assert_close(result.images, expected.images, rtol=1e-4, atol=1e-9)
-    torch.testing.assert_close(result.step_size, expected.step_size, rtol=1e-4, atol=0)
-    assert result.images.is_contiguous()  # the synthetic images' gradient keeps their own layout
-
-
-@pytest.mark.parametrize(("stored_steps", "chunk_size"), [(1, None), (4, None), (2, 2)])
-def test_stored_steps_give_the_recomputed_gradients(stored_steps, chunk_size):
-    inner, images, labels, start, target = tiny_problem(chunk_size=chunk_size)
-    storing = dataclasses.replace(inner, stored_steps=stored_steps)
-    step_size = torch.tensor(0.05, dtype=torch.float64)
-    expected = inner.loss_and_gradients(images, labels, step_size, start, target, seeded_generator(6))
-    result = storing.loss_and_gradients(images, labels, step_size, start, target, seeded_generator(6))
-    torch.testing.assert_close(result.loss, expected.loss, rtol=1e-12, atol=0)
-    torch.testing.assert_close(result.images, expected.images, rtol=1e-10, atol=1e-14)
-    torch.testing.assert_close(result.step_size, expected.step_size, rtol=1e-10, atol=1e-14)
-
-
-@pytest.mark.skipif(not CAN_COMPILE_ON_CPU, reason="torch.compile on CPU needs a C++ compiler and Python's headers")
-def test_compiled_stored_steps_give_the_uncompiled_gradients():
-    """Stored compiled steps: torch.compile's own backward of the compiled gradient gives the mixed products."""
-    flat_view, start, target, images, labels = float32_problem(size=16, depth=2, width=16)
-    plain = InnerLoop(flat_view, steps=4, batch_size=10, augment=DiffAugment())
-    storing = dataclasses.replace(plain, compile=True, stored_steps=2, _compiled={})
-    expected = plain.loss_and_gradients(images, labels, torch.tensor(0.01), start, target, seeded_generator(7))
-    result = storing.loss_and_gradients(images, labels, torch.tensor(0.01), start, target, seeded_generator(7))
-    torch.testing.assert_close(result.loss, expected.loss, rtol=1e-5, atol=0)
-    torch.testing.assert_close(result.images, expected.images, rtol=1e-4, atol=1e-9)
-    torch.testing.assert_close(result.step_size, expected.step_size, rtol=1e-4, atol=0)
-
-
-def test_stored_steps_beyond_the_inner_steps_are_refused():
-    inner, *_ = tiny_problem()
-    with pytest.raises(GalaxyDistillError, match="stored steps must lie between 0 and the 4 inner steps, not 5"):
-        dataclasses.replace(inner, stored_steps=5)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -24,6 +24,8 @@ class Settings(BaseModel):
     """Base of every command's settings: unknown keys and non-finite numbers are errors, never silently used."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    retired: ClassVar[frozenset[str]] = frozenset()
+    """Settings that earlier versions stored and that never changed an output's meaning: ignored when resuming."""
 
 
 def resolve_settings(
@@ -57,7 +59,8 @@ def settings_differences(settings_type: type[Settings], stored: Any, resolved: d
         before = stored[name] if name in stored else defaults.get(name, value)
         if before != value:
             differences.append(f"{name}: {before!r} there, {value!r} now")
-    differences += [f"{name}: unknown setting there" for name in stored if name not in resolved]
+    differences += [f"{name}: unknown setting there" for name in stored if name not in resolved
+                    and name not in settings_type.retired]
     return differences
 
 

@@ -7,7 +7,7 @@ as everything does in a CPU run. Outside torchrun no process group is started an
 helper acts as for a single process, so the same code runs alone unchanged.
 
 What is split: expert groups (experts/train.py), the rows of every inner batch of the
-distillation (distill/matching.py's Shard), evaluation networks (evaluate/train.py).
+distillation (Shard), evaluation networks (evaluate/train.py).
 Every rank holds the same state; only rank 0 writes files.
 """
 
@@ -19,13 +19,13 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
 import torch
 import torch.distributed
 
-from galaxy_distill.distill.matching import Shard
 from galaxy_distill.errors import GalaxyDistillError
 
 T = TypeVar("T")
@@ -33,6 +33,27 @@ T = TypeVar("T")
 COLLECTIVE_TIMEOUT = timedelta(hours=24)
 """A rank may wait at a collective while the others finish a whole expert group or evaluation network; a rank
 that dies does not leave the others waiting this long, torchrun ends them."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of every inner batch when several processes split it (torch.distributed).
+
+    Each process takes a contiguous block of the batch rows; per-step gradient sums,
+    Hessian-vector products and pixel gradients are summed over processes, so every
+    process follows the same student trajectory and gets the full gradients.
+    """
+
+    rank: int = 0
+    size: int = 1
+
+    def rows(self, batch_size: int) -> tuple[int, int]:
+        return batch_size * self.rank // self.size, batch_size * (self.rank + 1) // self.size
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.size > 1:
+            torch.distributed.all_reduce(tensor)
+        return tensor
 
 
 def world_size() -> int:

@@ -14,9 +14,7 @@ graph at a time and propagates v_i = dL/dtheta_i with Hessian-vector products,
     v_i = v_{i+1} - alpha * H_i v_{i+1},   dL/dX += -alpha * (dg_i/dX)^T v_{i+1},
     dL/dalpha += -g_i^T v_{i+1},
 
-so memory is one step's graph (or one chunk of the batch) however long the unroll is. Where memory
-allows, the last `stored_steps` steps keep their graphs from the forward sweep instead of recomputing
-them (all of them: MTT's memory and MTT's arithmetic, no step computed twice).
+so memory is one step's graph (or one chunk of the batch) however long the unroll is.
 Everything is functional over flat parameter vectors, on CPU and GPU alike.
 """
 
@@ -29,11 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed
 import torch.nn.functional as F
 
 from galaxy_distill.data.augment import AugmentDraw, DiffAugment
-from galaxy_distill.errors import GalaxyDistillError
+from galaxy_distill.distributed import Shard
 from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.runtime import CapturedCall
 
@@ -44,42 +41,10 @@ compute-bound, gain nothing from graphs, and (seen on an H200 at 1000 x 32 px) c
 
 
 @dataclass(frozen=True)
-class Shard:
-    """This process's share of every inner batch when several processes split it (torch.distributed).
-
-    Each process takes a contiguous block of the batch rows; per-step gradient sums,
-    Hessian-vector products and pixel gradients are summed over processes, so every
-    process follows the same student trajectory and gets the full gradients.
-    """
-
-    rank: int = 0
-    size: int = 1
-
-    def rows(self, batch_size: int) -> tuple[int, int]:
-        return batch_size * self.rank // self.size, batch_size * (self.rank + 1) // self.size
-
-    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.size > 1:
-            torch.distributed.all_reduce(tensor)
-        return tensor
-
-
-@dataclass(frozen=True)
 class MatchingGradients:
     loss: torch.Tensor
     images: torch.Tensor
     step_size: torch.Tensor
-
-
-@dataclass(frozen=True)
-class _StoredStep:
-    """A forward-sweep step's graph, kept for the backward sweep: this process's part of the step's gradient, a function
-    of the step's parameters and selected images that autograd differentiates, and the whole gradient's value."""
-
-    theta: torch.Tensor
-    selected: torch.Tensor
-    local_gradient: torch.Tensor
-    gradient: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -102,24 +67,8 @@ class InnerLoop:
     backward pass) into fused kernels, inside CUDA graphs where those are used. Written with torch.func for this
     (autograd's double backward cannot be compiled; uncompiled, torch.func was slower than autograd on a CPU). The
     augmentation stays uncompiled and is differentiated apart, so one compiled function serves every augmentation op."""
-    channels_last: bool = False
-    """Feed the student network channels-last (NHWC) batches: GPU convolution kernels run in NHWC, so NCHW activations
-    are converted at every convolution (cuDNN's nchwToNhwcKernel was among the three largest kernels of every compiled
-    bf16 config on an H200). Compiled, the whole step then keeps that layout, the normalisation included. Same
-    gradients (tests/test_matching.py); on the H200 no faster for ConvNet-3, copies replacing the conversions
-    (docs/performance.md)."""
-    stored_steps: int = 0
-    """How many of the last inner steps keep their graph from the forward sweep, so that the backward sweep
-    differentiates it instead of running the step's forward and backward pass again: less arithmetic, at the memory of
-    one step's graph for each (0: every step recomputed, in the least memory; `steps`: all stored, as MTT does).
-    Stored steps run outside CUDA graphs. Same gradients (tests/test_matching.py)."""
     _graph_cache: dict = field(default_factory=dict, compare=False, repr=False)
     _compiled: dict = field(default_factory=dict, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.stored_steps <= self.steps:
-            raise GalaxyDistillError(f"stored steps must lie between 0 and the {self.steps} inner steps, "
-                                     f"not {self.stored_steps}")
 
     def draw_batches(self, num_images: int, generator: torch.Generator) -> torch.Tensor:
         """Indices (steps, batch) walking through shuffled passes over the synthetic set, as MTT does."""
@@ -143,8 +92,6 @@ class InnerLoop:
 
     def _network_loss(self, theta: torch.Tensor, augmented: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Sum of the per-image loss, divided by the whole batch size (so chunks add up to the mean)."""
-        if self.channels_last:
-            augmented = augmented.contiguous(memory_format=torch.channels_last)
         with torch.autocast(augmented.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.flat_view.forward(theta, augmented)
         return F.cross_entropy(logits.to(theta.dtype), labels, reduction="sum") / self.batch_size
@@ -184,22 +131,17 @@ class InnerLoop:
             self._compiled[name] = torch.compile(getattr(self, name), dynamic=False)
         return self._compiled[name]
 
-    def _local_gradient(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw,
-                        create_graph: bool = False) -> torch.Tensor:
-        """This process's part of g on a step's selected images, chunk by chunk. With `create_graph` (a stored step:
-        `theta` and `images` require grad) autograd can differentiate it; compiled, torch.compile keeps what the
-        compiled gradient's own backward needs."""
+    def _gradient(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
+        """g on a step's selected images: this process's rows chunk by chunk, summed over the processes."""
+        theta = theta.detach().requires_grad_(not self.compile)
         total = torch.zeros_like(theta)
         for rows in self._chunks():
             if self.compile:
                 total += self._compiled_part("_loss_gradient")(theta, self._augmented(images[rows], draw, rows), labels[rows])
             else:
                 loss = self._batch_loss(theta, images[rows], labels[rows], draw, rows)
-                total += torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
-        return total
-
-    def _gradient(self, theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
-        return self.shard.sum(self._local_gradient(theta.detach().requires_grad_(not self.compile), images, labels, draw))
+                total += torch.autograd.grad(loss, theta)[0]
+        return self.shard.sum(total)
 
     def _one_step_draw(self, ops: tuple[str, ...], params: torch.Tensor, image_size: int) -> AugmentDraw:
         return AugmentDraw((ops,), params.unsqueeze(0), image_size, self.augment.cutout_size(image_size))
@@ -238,24 +180,6 @@ class InnerLoop:
             hessian_vector, gradient_dot_adjoint = reduced[:-1], reduced[-1]
         return adjoint - alpha * hessian_vector, -alpha * selected_grad, gradient_dot_adjoint
 
-    def _stored_forward_step(self, ops: tuple[str, ...], images: torch.Tensor, labels: torch.Tensor, theta: torch.Tensor,
-                             indices: torch.Tensor, params: torch.Tensor, alpha: torch.Tensor
-                             ) -> tuple[torch.Tensor, _StoredStep]:
-        """`_forward_step`, keeping the step's graph for `_stored_backward_step`."""
-        draw = self._one_step_draw(ops, params, images.shape[-1])
-        theta = theta.detach().requires_grad_(True)
-        selected = images[indices].requires_grad_(True)
-        local_gradient = self._local_gradient(theta, selected, labels[indices], draw, create_graph=True)
-        gradient = self.shard.sum(local_gradient.detach().clone())
-        return theta.detach() - alpha * gradient, _StoredStep(theta, selected, local_gradient, gradient)
-
-    def _stored_backward_step(self, stored: _StoredStep, adjoint: torch.Tensor, alpha: torch.Tensor
-                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`_backward_step` from a stored step's graph."""
-        hessian_vector, selected_grad = torch.autograd.grad(stored.local_gradient, (stored.theta, stored.selected),
-                                                            grad_outputs=adjoint)
-        return adjoint - alpha * self.shard.sum(hessian_vector), -alpha * selected_grad, stored.gradient @ adjoint
-
     def replays_graphs(self, images: torch.Tensor) -> bool:
         """Whether steps on these images run as CUDA graphs: one process, a GPU, a launch-bound batch."""
         launch_bound = self.batch_size * images.shape[-1] * images.shape[-2] <= GRAPH_PIXEL_LIMIT
@@ -269,9 +193,9 @@ class InnerLoop:
                 functools.partial(self._backward_step, images=images, labels=labels))
 
     def _unroll(self, forward, start: torch.Tensor, batches: torch.Tensor, draws: AugmentDraw,
-                alpha: torch.Tensor, steps: int) -> list[torch.Tensor]:
+                alpha: torch.Tensor) -> list[torch.Tensor]:
         thetas = [start.detach()]
-        for step in range(steps):
+        for step in range(self.steps):
             thetas.append(forward(draws.ops[step], theta=thetas[-1], indices=batches[step], params=draws.params[step],
                                   alpha=alpha).clone())
         return thetas
@@ -282,36 +206,26 @@ class InnerLoop:
         batches, draws = self._draw(images, generator)
         images = images.detach()
         forward, _ = self._step_functions(images, labels)
-        thetas = self._unroll(forward, start, batches, draws, step_size.detach().to(images.dtype), self.steps)
+        thetas = self._unroll(forward, start, batches, draws, step_size.detach().to(images.dtype))
         return (thetas[-1] - target).pow(2).sum() / (start - target).pow(2).sum()
 
     def loss_and_gradients(self, images: torch.Tensor, labels: torch.Tensor, step_size: torch.Tensor,
                            start: torch.Tensor, target: torch.Tensor, generator: torch.Generator) -> MatchingGradients:
-        """The matching loss and its exact gradients w.r.t. the images and the step size, in bounded memory (one step's
-        graph, and each stored step's)."""
+        """The matching loss and its exact gradients w.r.t. the images and the step size, in bounded memory."""
         batches, draws = self._draw(images, generator)
         images = images.detach()
         alpha = step_size.detach().to(images.dtype)
         forward, backward = self._step_functions(images, labels)
-        first_stored = self.steps - self.stored_steps
-        thetas = self._unroll(forward, start, batches, draws, alpha, first_stored)
-        stored: dict[int, _StoredStep] = {}
-        for step in range(first_stored, self.steps):
-            theta, stored[step] = self._stored_forward_step(draws.ops[step], images, labels, thetas[-1], batches[step],
-                                                            draws.params[step], alpha)
-            thetas.append(theta)
+        thetas = self._unroll(forward, start, batches, draws, alpha)
         reference = (start - target).pow(2).sum()
         loss = (thetas[-1] - target).pow(2).sum() / reference
         adjoint = 2.0 * (thetas[-1] - target) / reference
         image_grad = torch.zeros_like(images)
         alpha_grad = torch.zeros((), device=images.device, dtype=images.dtype)
         for step in reversed(range(self.steps)):
-            if step in stored:  # popped: the step's graph is freed once used
-                adjoint, selected_grad, gradient_dot_adjoint = self._stored_backward_step(stored.pop(step), adjoint, alpha)
-            else:
-                adjoint, selected_grad, gradient_dot_adjoint = backward(
-                    draws.ops[step], theta=thetas[step], adjoint=adjoint, indices=batches[step], params=draws.params[step],
-                    alpha=alpha)
+            adjoint, selected_grad, gradient_dot_adjoint = backward(
+                draws.ops[step], theta=thetas[step], adjoint=adjoint, indices=batches[step], params=draws.params[step],
+                alpha=alpha)
             image_grad.index_add_(0, batches[step], selected_grad)
             alpha_grad = alpha_grad - gradient_dot_adjoint
             adjoint = adjoint.clone()

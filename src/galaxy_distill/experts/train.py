@@ -1,8 +1,8 @@
 """Train expert networks on real data and store their parameter trajectories.
 
 Experts are trained `parallel` at a time as one stacked parameter tensor, one network after
-another (or all in one `torch.func.vmap` call); compiled on a GPU, a step of all of them replays
-as one CUDA graph, each network on a stream of its own. A group of experts shares one random stream (shuffles, augmentation); an expert is thus defined
+another; compiled on a GPU, a step of all of them replays as one CUDA graph, each network on a
+stream of its own. A group of experts shares one random stream (shuffles, augmentation); an expert is thus defined
 by (seed, group). Running the command again on the same --out resumes: experts whose
 files are intact (by checksum) are kept, and only unfinished or damaged groups are
 trained again, bit for bit.
@@ -47,20 +47,6 @@ from galaxy_distill.store import (
     write_json,
 )
 
-COMPILE_MODE = "default"
-"""torch.compile's mode for `ExpertSettings.compile`. On GPUs the compiled step of all networks is then recorded as
-one CUDA graph, each network on a stream of its own (`ExpertStep.whole_step_graph`, `network_streams`): a step is
-many small kernels, launched by the host more slowly than an H200 runs them, and one network's kernels leave room
-for another's (docs/performance.md: this was the fastest way measured)."""
-
-
-def step_way(compile: bool, device: torch.device) -> dict[str, Any]:
-    """How `train_experts` runs a step, as ExpertStep's arguments: torch.compile's mode, and on GPUs (compiled) the
-    whole step as one CUDA graph with a stream per network. bench/experts_profile.py and experts_speed.py use it too."""
-    graphed = compile and device.type == "cuda"
-    return {"compile_mode": COMPILE_MODE if compile else None, "whole_step_graph": graphed, "network_streams": graphed}
-
-
 def model_spec_for(settings: ExpertSettings, dataset: PreparedDataset) -> ModelSpec:
     channels, height, _ = dataset.image_shape
     return ModelSpec(name=settings.model, channels=channels, num_classes=dataset.num_classes, image_size=height,
@@ -71,41 +57,26 @@ def model_spec_for(settings: ExpertSettings, dataset: PreparedDataset) -> ModelS
 class ExpertStep:
     """Gradients [E, P] of each stacked expert's mean cross-entropy on its own batch, and the summed loss.
 
-    Images [E, B, C, H, W], labels [E, B]. `vectorized`: one vmap call for all experts instead of
-    one network after another. Under "bf16" the networks run in
-    bfloat16 autocast (normalisation in float32); under "bf16-full" parameters and images are cast to
-    bfloat16 so that every activation is stored in bf16 (the normalisation's statistics still
-    accumulate in float32 inside its kernel). Either way the stacked parameters, their gradients and
-    the loss stay float32: an expert needs no bit-exact gradient, only a faithful trajectory of its
-    own training.
+    Images [E, B, C, H, W], labels [E, B]; the networks run one after another. Under "bf16-full"
+    parameters and images are cast to bfloat16 so that every activation is stored in bf16 (the
+    normalisation's statistics still accumulate in float32 inside its kernel). Either way the stacked
+    parameters, their gradients and the loss stay float32: an expert needs no bit-exact gradient, only
+    a faithful trajectory of its own training.
     """
 
     flat_view: FlatParams
     precision: str = "fp32"
-    channels_last: bool = False
-    vectorized: bool = False
-    compile_mode: str | None = None
-    """torch.compile's mode for one network's loss ("default" fuses the memory-bound normalisation, ReLU and
-    pooling work; "reduce-overhead" also replays it as CUDA graphs), None for eager; networks then run one
-    after another."""
-    whole_step_graph: bool = False
-    """Record the whole step (every network's forward, the backward) as one CUDA graph per batch shape and
-    replay it: one launch a step instead of one per kernel, or per network and direction under
-    "reduce-overhead" (not combined with it). What `ExpertSettings.compile` trains with on GPUs."""
-    network_streams: bool = True
-    """In a whole-step graph, each network on a CUDA stream of its own, so that one network's small kernels
-    overlap another's."""
+    compile: bool = False
+    """torch.compile one network's loss, fusing the memory-bound normalisation, ReLU and pooling work. On GPUs the
+    compiled step of all networks is then recorded as one CUDA graph per batch shape and replayed, each network on a
+    CUDA stream of its own: a step is many small kernels, launched by the host more slowly than an H200 runs them, and
+    one network's kernels leave room for another's (docs/performance.md: the fastest way measured)."""
 
     def __post_init__(self) -> None:
-        if self.compile_mode is not None and self.vectorized:
-            raise GalaxyDistillError("compiled expert steps run the experts one after another; use stacking loop")
-        if self.whole_step_graph and self.compile_mode == "reduce-overhead":
-            raise GalaxyDistillError("a whole-step CUDA graph cannot hold reduce-overhead's own CUDA graphs")
         # dynamic=False: the epoch's shorter last batch gets its own static graph instead of a symbolic-shape recompile.
-        self._network_loss = (self._one_network_loss if self.compile_mode is None
-                              else torch.compile(self._one_network_loss, mode=self.compile_mode, dynamic=False))
-        # Scoring is forward-only and outside any graph: fused kernels, no CUDA graphs of its own.
-        self._scoring_logits = self._logits if self.compile_mode is None else torch.compile(self._logits, dynamic=False)
+        self._network_loss = torch.compile(self._one_network_loss, dynamic=False) if self.compile else self._one_network_loss
+        # Scoring is forward-only and outside the step's graph: fused kernels alone.
+        self._scoring_logits = torch.compile(self._logits, dynamic=False) if self.compile else self._logits
         self._step_graphs: dict[tuple[int, ...], CapturedCall] = {}
         self._streams: list[torch.cuda.Stream] = []
 
@@ -113,39 +84,31 @@ class ExpertStep:
         if self.precision == "bf16-full":
             # The cast's backward hands the float32 master parameters their gradient.
             return self.flat_view.forward(flat.to(torch.bfloat16), images.to(torch.bfloat16)).float()
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            return self.flat_view.forward(flat, images).float()
+        return self.flat_view.forward(flat, images)
 
     def _one_network_loss(self, flat: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self._logits(flat, images), labels, reduction="sum")
 
     def __call__(self, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gradient, loss); with `whole_step_graph` both are the graph's buffers, overwritten by the next call."""
-        if not self.whole_step_graph:
+        """(gradient, loss); compiled on a GPU both are the step graph's buffers, overwritten by the next call."""
+        if not self._graphed(flats):
             return self._step(flats, images, labels)
-        if flats.device.type != "cuda":
-            raise GalaxyDistillError(f"a whole-step CUDA graph needs a CUDA device, not {flats.device}")
         inputs = {"flats": flats, "images": images, "labels": labels}
         captured = self._step_graphs.get(tuple(images.shape))
         if captured is None:
             captured = self._step_graphs[tuple(images.shape)] = CapturedCall(self._step, inputs)
         return captured(inputs)
 
+    def _graphed(self, flats: torch.Tensor) -> bool:
+        return self.compile and flats.is_cuda
+
     def _step(self, flats: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.channels_last:
-            # Each expert's [B, C, H, W] slice in NHWC order.
-            images = images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
         flats = flats.detach().requires_grad_(True)
-        if self.compile_mode == "reduce-overhead":
-            # One training step: earlier CUDA-graph outputs are free to be overwritten.
-            torch.compiler.cudagraph_mark_step_begin()
-        if self.vectorized:
-            loss = torch.func.vmap(self._network_loss)(flats, images, labels).sum()
-        elif self.whole_step_graph and self.network_streams:
+        if self._graphed(flats):
             loss = sum(self._concurrent_losses(flats, images, labels))
         else:
-            # All forwards, then one backward: faster under CUDA graphs than a backward after each network
-            # (measured: 10.5 against 13.9 ms for 10 networks at bf16-full, docs/performance.md).
+            # All forwards, then one backward: a backward after each network was slower in the compiled steps measured
+            # (10.5 against 13.9 ms for 10 networks at bf16-full, docs/performance.md).
             loss = sum(self._network_loss(flat, x, y) for flat, x, y in zip(flats, images, labels, strict=True))
         loss = loss / labels.shape[1]
         (gradient,) = torch.autograd.grad(loss, flats)
@@ -293,8 +256,7 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     test = tuple(t.to(device) for t in dataset.tensors("test"))
     augment = DiffAugment(strategy=settings.augment)
     # One step object for every group: a compiled step is compiled once, not once a group.
-    step_gradients = ExpertStep(flat_view, settings.precision, settings.channels_last,
-                                vectorized=settings.stacking == "vmap", **step_way(settings.compile, device))
+    step_gradients = ExpertStep(flat_view, settings.precision, settings.compile)
     groups = [list(range(g, min(g + settings.parallel, settings.num_experts))) for g in range(0, settings.num_experts, settings.parallel)]
     progress = tqdm(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
                     desc="experts (expert-epochs)", unit="ep", disable=distributed.progress_disabled())

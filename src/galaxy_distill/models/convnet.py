@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from galaxy_distill.models.norms import norm_layer
-from galaxy_distill.models.padded_conv import ChannelPaddedConv2d
 
 
 def auto_depth(image_size: int) -> int:
@@ -21,10 +20,9 @@ class ConvNet(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = channels
-        for block in range(depth):
-            convolution = ChannelPaddedConv2d if block == 0 else nn.Conv2d
+        for _ in range(depth):
             layers += [
-                convolution(in_channels, width, kernel_size=3, padding=1),
+                nn.Conv2d(in_channels, width, kernel_size=3, padding=1),
                 norm_layer(norm, width),
                 nn.ReLU(),
                 nn.AvgPool2d(2),

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from galaxy_distill.models.norms import norm_layer
-from galaxy_distill.models.padded_conv import ChannelPaddedConv2d
 
 # Images up to this size keep full resolution in the stem (CIFAR style); larger ones get
 # the ImageNet stem, which quarters the map before the residual stages.
@@ -40,10 +39,10 @@ class ResNet18(nn.Module):
     def __init__(self, channels: int, num_classes: int, image_size: int, norm: str) -> None:
         super().__init__()
         if image_size <= LARGEST_SMALL_STEM:
-            self.conv1 = ChannelPaddedConv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
             self.maxpool: nn.Module = nn.Identity()
         else:
-            self.conv1 = ChannelPaddedConv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.bn1 = norm_layer(norm, 64)
         stages = []

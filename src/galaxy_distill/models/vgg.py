@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from galaxy_distill.models.norms import norm_layer
-from galaxy_distill.models.padded_conv import ChannelPaddedConv2d
 
 POOL = "M"
 VGG11_LAYERS: tuple[int | str, ...] = (64, POOL, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL)
@@ -31,8 +30,7 @@ class VGG11(nn.Module):
                     layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
                     size //= 2
             else:
-                convolution = nn.Conv2d if layers else ChannelPaddedConv2d
-                layers += [convolution(in_channels, layer, kernel_size=3, padding=1), norm_layer(norm, layer), nn.ReLU()]
+                layers += [nn.Conv2d(in_channels, layer, kernel_size=3, padding=1), norm_layer(norm, layer), nn.ReLU()]
                 in_channels = layer
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(in_channels, num_classes)
