@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -11,6 +11,8 @@ from galaxy_distill.config import Settings
 
 
 class DistillSettings(Settings):
+    retired: ClassVar[frozenset[str]] = frozenset({"channels_last", "stored_steps"})
+
     dataset: str
     experts: Path
     method: Literal["mtt", "stm"] = "stm"
