@@ -8,9 +8,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from galaxy_distill import distributed
+from galaxy_distill import __version__
 from galaxy_distill.cli_options import settings_options
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.evaluate.settings import EvaluateSettings
@@ -21,14 +21,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help: Rich would read "[mtt|stm]" and "[default: ...]" as markup and drop them.
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Prepare and inspect datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare and inspect datasets.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings; flags override it.")]
 OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default: in the workspace).")]
 NprocOption = Annotated[int, typer.Option("--nproc", min=1, help=(
     "Processes (one per GPU) to share the work, started through torchrun; or run under torchrun yourself."))]
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"galaxy-distill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    """Distil labelled galaxy images into a few synthetic prototypes per class, to see what a network sees."""
 
 
 @data_app.command("list")
@@ -93,6 +107,8 @@ def data_show(
 @settings_options(ExpertSettings)
 def experts_command(values: dict[str, Any], out: OutOption = None, config: ConfigOption = None, nproc: NprocOption = 1) -> None:
     """Train expert networks on a prepared dataset and store their per-epoch trajectories (resumable)."""
+    from galaxy_distill import distributed  # here, not above: torch takes seconds to import and --help needs none of it
+
     distributed.launch(nproc)
     from galaxy_distill.config import resolve_settings, workspace_dir
     from galaxy_distill.data import load_prepared
@@ -118,6 +134,8 @@ def distill_command(
     nproc: NprocOption = 1,
 ) -> None:
     """Distil synthetic prototypes with MTT (fixed schedule) or STM (self-adaptive)."""
+    from galaxy_distill import distributed  # here, not above: torch takes seconds to import and --help needs none of it
+
     distributed.launch(nproc)
     from galaxy_distill.config import resolve_settings, workspace_dir
     from galaxy_distill.data import load_prepared
@@ -142,6 +160,8 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
         "--out", "-o", help="JSON file to write (default: RUN/evaluation.json or the workspace).")] = None,
         config: ConfigOption = None, nproc: NprocOption = 1) -> None:
     """Train fresh networks on a distilled set and/or baselines; report test accuracy mean ± std."""
+    from galaxy_distill import distributed  # here, not above: torch takes seconds to import and --help needs none of it
+
     distributed.launch(nproc)
     from galaxy_distill.config import resolve_settings
     from galaxy_distill.data import load_prepared

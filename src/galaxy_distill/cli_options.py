@@ -19,28 +19,40 @@ from galaxy_distill.config import Settings
 
 
 def _option_type(annotation: Any) -> Any:
+    """The type typer parses a field's flag into: optional parts dropped; a Literal stays, so its choices are checked and shown."""
     origin, args = get_origin(annotation), get_args(annotation)
     if origin in (Union, types.UnionType):
         (inner,) = [a for a in args if a is not type(None)]
         return _option_type(inner)
-    if origin is Literal:
-        return str
     if origin is list:
-        return list[_option_type(args[0])]
+        # typer takes no list of Literal: the choices are checked by the settings and named in the help text.
+        return list[str] if get_origin(args[0]) is Literal else list[_option_type(args[0])]
     return annotation
 
 
-def _help(name: str, field: Any) -> str:
-    origin = get_origin(field.annotation)
-    choices = ""
-    inner = [a for a in get_args(field.annotation) if a is not type(None)] if origin in (Union, types.UnionType) else [field.annotation]
-    for candidate in inner:
-        if get_origin(candidate) is Literal:
-            choices = f" [{'|'.join(map(str, get_args(candidate)))}]"
-        if get_origin(candidate) is list and get_origin(get_args(candidate)[0]) is Literal:
-            choices = f" [{'|'.join(map(str, get_args(get_args(candidate)[0])))}; repeat the option for several]"
-    default = "" if field.default is PydanticUndefined else f" (default: {field.default})"
-    return f"{field.description or name.replace('_', ' ')}{choices}{default}"
+def option_help(name: str, field: Any) -> str:
+    """A field's help text: its description, which must say more than the flag's name."""
+    if not field.description:
+        raise TypeError(f"setting '{name}' has no description: every flag needs a help text")
+    text = field.description
+    if get_origin(field.annotation) is list:
+        (item,) = get_args(field.annotation)
+        if get_origin(item) is Literal:
+            text += f"; one of {', '.join(map(str, get_args(item)))}"
+        text += "; repeat the flag for several"
+    default = shown_default(field)
+    return f"{text}. [default: {default}]" if default is not None else f"{text}."
+
+
+def shown_default(field: Any) -> str | None:
+    """The default as --help shows it; for a None default the description says what happens instead."""
+    if field.default is None or field.default is PydanticUndefined:
+        return None
+    if isinstance(field.default, bool):
+        return "on" if field.default else "off"
+    if isinstance(field.default, list):
+        return " ".join(map(str, field.default)) or "none"
+    return str(field.default)
 
 
 def settings_options(settings_type: type[Settings], skip: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -59,7 +71,7 @@ def settings_options(settings_type: type[Settings], skip: tuple[str, ...] = ()) 
             declarations = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
             generated.append(inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
-                default=typer.Option(None, *declarations, help=_help(name, field), show_default=False),
+                default=typer.Option(None, *declarations, help=option_help(name, field), show_default=False),
             ))
 
         @functools.wraps(command)

@@ -29,7 +29,7 @@ from galaxy_distill.config import settings_differences
 from galaxy_distill.data.augment import AugmentDraw, DiffAugment
 from galaxy_distill.data.registry import PreparedDataset
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.experts.settings import ExpertSettings
+from galaxy_distill.experts.settings import ExpertSettings, automatic_batch_size, few_steps_warning
 from galaxy_distill.experts.store import MANIFEST_FILE, expert_file_name, parse_manifest
 from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.models.spec import ModelSpec
@@ -258,6 +258,13 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     """
     device = distributed.setup(resolve_device(settings.device))
     configure_backends(device)
+    train_images = len(dataset.labels("train"))
+    if settings.batch_size is None:
+        # Stored as the number chosen, so that a resumed run trains on with the same batches.
+        settings = settings.model_copy(update={"batch_size": automatic_batch_size(train_images)})
+    warning = few_steps_warning(train_images, settings.batch_size)
+    if warning and distributed.is_main():
+        tqdm.write(warning, file=sys.stderr)
     spec = model_spec_for(settings, dataset)
     flat_view = FlatParams(spec.build().to(device))
     resolved = json.loads(settings.model_dump_json())
