@@ -62,7 +62,8 @@ def data_list() -> None:
 def data_prepare(
     values: dict[str, Any],
     dataset: Annotated[str, typer.Argument(help="gz1-sdss, gz2, simzoo, cifar10, cifar100 or folder")],
-    force: Annotated[bool, typer.Option(help="Rebuild even if prepared with the same settings.")] = False,
+    force: Annotated[bool, typer.Option(help=(
+        "Rebuild even if prepared with the same settings, and replace a set of this name prepared with other settings."))] = False,
     config: ConfigOption = None,
 ) -> None:
     """Build a dataset into the workspace (idempotent: same settings reuse the stored copy)."""
@@ -116,7 +117,7 @@ def experts_command(values: dict[str, Any], out: OutOption = None, config: Confi
     from galaxy_distill.store import read_json
 
     settings = resolve_settings(ExpertSettings, config, values)
-    dataset = load_prepared(settings.dataset)
+    dataset = load_prepared(settings.dataset, option="--dataset")
     out_dir = out or workspace_dir() / "experts" / dataset.name
     manifest = train_experts(settings, dataset, out_dir)
     summary = summarize(read_json(manifest))
@@ -139,16 +140,20 @@ def distill_command(
     distributed.launch(nproc)
     from galaxy_distill.config import resolve_settings, workspace_dir
     from galaxy_distill.data import load_prepared
+    from galaxy_distill.distill.fresh_start import removed_if_start_fails
     from galaxy_distill.distill.run import distill
     from galaxy_distill.evaluate.checkpoints import validation_evaluator
     from galaxy_distill.experts import ExpertStore
 
     settings = resolve_settings(DistillSettings, config, values)
-    dataset = load_prepared(settings.dataset)
+    dataset = load_prepared(settings.dataset, option="--dataset")
     store = ExpertStore(settings.experts)
     out_dir = out or workspace_dir() / "runs" / f"{dataset.name}-{settings.method}-ipc{settings.ipc}"
     evaluator = validation_evaluator(store.model_spec, dataset, settings)
-    result = distill(settings, dataset, store, out_dir, evaluator=evaluator, resume=resume)
+    with removed_if_start_fails(out_dir) as cleared:
+        if cleared:
+            typer.echo(f"note: {out_dir} held only the settings of a run that never reached a checkpoint; starting afresh")
+        result = distill(settings, dataset, store, out_dir, evaluator=evaluator, resume=resume)
     best = "" if result.best_val_accuracy is None else (
         f"; best validation accuracy {result.best_val_accuracy:.3f} at iteration {result.best_iteration}")
     typer.echo(f"distilled {result.iterations} iterations in {result.wall_seconds:.0f} s into {result.run_dir}{best}")
@@ -173,7 +178,7 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
     dataset_name = settings.dataset or run_settings.get("dataset")
     if dataset_name is None:
         raise GalaxyDistillError("evaluate needs --dataset (or a --run that names it)")
-    dataset = load_prepared(dataset_name)
+    dataset = load_prepared(dataset_name, option="--dataset")
     run_model = None
     if run_settings.get("experts"):
         from galaxy_distill.experts import ExpertStore
@@ -191,17 +196,19 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
 
 
 @app.command("report")
-def report_command(run: Annotated[Path, typer.Argument(help="A distillation run directory.")]) -> None:
+def report_command(run: Annotated[Path, typer.Argument(help=(
+        "A distillation run directory, or a directory of runs (such as the demo's): each run in it is reported."))]) -> None:
     """Write RUN/report/index.html: a self-contained page of prototypes, curves, evaluation, neighbours and saliency."""
     from galaxy_distill.report import write_report
+    from galaxy_distill.report.run_contents import run_directories
 
-    path = write_report(run)
-    typer.echo(f"wrote {path}")
+    for run_dir in run_directories(run):
+        typer.echo(f"wrote {write_report(run_dir)}")
 
 
 @app.command("demo")
 def demo_command(out: OutOption = None) -> None:
-    """Generate a small SimZoo set, train experts, distil IPC 1 with STM and compare with random real images (CPU, minutes)."""
+    """Generate a small SimZoo set, train experts, distil IPC 1 with STM, compare with random real images, write the HTML report (CPU, minutes)."""
     from galaxy_distill.demo import run_demo
 
     run_demo(out)

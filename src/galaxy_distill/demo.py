@@ -20,6 +20,7 @@ from galaxy_distill.evaluate.checkpoints import validation_evaluator
 from galaxy_distill.evaluate.run import evaluate, results_table
 from galaxy_distill.evaluate.settings import EvaluateSettings
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
+from galaxy_distill.report import write_report
 from galaxy_distill.store import atomic_write_bytes, write_json
 
 DEMO_DATASET = PrepareSettings(dataset="simzoo", name="simzoo-demo", size=32, per_class=40, seed=0)
@@ -68,5 +69,8 @@ def run_demo(out: Path | None = None) -> Path:
     atomic_write_bytes(run_dir / "summary.txt", (summary + "\n").encode())
     typer.echo(results_table(results))
     typer.echo("\n" + summary)
-    typer.echo(f"\nwrote {run_dir} (prototypes: {result.run_dir / 'prototypes.png'})")
+    typer.echo("\nwriting the report (prototypes, curves, evaluation, nearest real galaxies, saliency)")
+    report = write_report(result.run_dir)
+    typer.echo(f"wrote {run_dir} (prototypes: {result.run_dir / 'prototypes.png'})")
+    typer.echo(f"report: {report}")
     return run_dir

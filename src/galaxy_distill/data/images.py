@@ -66,11 +66,13 @@ def load_cutouts(
     skip_bad: bool,
     workers: int | None = None,
     description: str = "reading images",
+    require_some: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Apply `to_cutout` to every path in parallel.
 
     Returns (stacked cutouts, indices of the paths that worked, messages about skipped files).
-    With skip_bad=False the first bad file stops everything with its name in the error.
+    With skip_bad=False the first bad file stops everything with its name in the error; with
+    require_some=False a call whose every file is bad returns no cutouts instead of failing.
     """
     if not paths:
         raise GalaxyDistillError("no image files to read")
@@ -82,7 +84,7 @@ def load_cutouts(
             results[index] = to_cutout(paths[index])
         except BadImageError as exc:
             if not skip_bad:
-                raise
+                raise BadImageError(f"{exc} (--skip-bad-images leaves unreadable files out)") from None
             problems.append(str(exc))
 
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
@@ -98,5 +100,7 @@ def load_cutouts(
             raise
     kept = np.array([i for i, r in enumerate(results) if r is not None], dtype=np.int64)
     if len(kept) == 0:
+        if not require_some:
+            return np.zeros((0, 0, 0, 0), dtype=np.uint8), kept, sorted(problems)
         raise GalaxyDistillError(f"none of the {len(paths)} images could be read; first problem: {problems[0]}")
     return np.stack([results[i] for i in kept]), kept, sorted(problems)

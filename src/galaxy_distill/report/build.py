@@ -48,7 +48,7 @@ from galaxy_distill.report.pixels import (
 )
 from galaxy_distill.report.run_contents import RunContents, load_run
 from galaxy_distill.runtime import seeded_generator
-from galaxy_distill.store import atomic_write_bytes
+from galaxy_distill.store import atomic_write_bytes, follow_umask
 
 REPORT_DIR = "report"
 GRID_PER_CLASS = 10
@@ -545,6 +545,7 @@ def write_report(run_dir: Path) -> Path:
         page = render_page(f"galaxy_distill report: {run.directory.name}", f"What the network sees in {run.dataset.name}.",
                            _summary(report), sections)
         atomic_write_bytes(staging / "index.html", page.encode("utf-8"))
+        follow_umask(staging)
         _swap_in(staging, run.directory / REPORT_DIR)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
