@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
+from galaxy_distill.progress import progress
 
 from galaxy_distill.errors import GalaxyDistillError
 
@@ -90,8 +90,7 @@ def load_cutouts(
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         futures = [pool.submit(work, i) for i in range(len(paths))]
         try:
-            # disable=None: a progress bar only on a terminal, so piped stderr holds just the messages.
-            for future in tqdm(futures, desc=description, unit="img", leave=False, disable=None):
+            for future in progress(futures, desc=description, unit="img", leave=False):
                 future.result()
         except BaseException:
             # Without this the pool would still decode every remaining image before the error shows.
