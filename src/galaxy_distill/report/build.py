@@ -441,13 +441,13 @@ def morphology_section(report: _Report) -> Section:
 def ground_truth_section(report: _Report) -> Section:
     dataset = report.run.dataset
     check = ground_truth_check(report.shown, report.labels, dataset.images("train"), dataset.labels("train"), report.class_names)
-    rows = [[name, entry["feature"], entry["description"], Cell(_number(entry["prototype_value"]), True),
-             Cell(_number(entry["own_class_mean"]), True),
-             ", ".join(f"{c}: {_number(v)}" for c, v in entry["contrast_class_means"].items()),
-             "yes" if entry["carried"] else "no", Cell(f"{100 * entry['carried_fraction']:.0f}%", True)]
-            for name, entry in check["classes"].items()]
-    body = [paragraph(f"SimZoo classes differ from their Galaxy Zoo 2 siblings by one measurable feature. Rule: {check['rule']}. "
-                      f"Carried by {check['carried_count']} of {check['checked_count']} checked classes."),
+    rows = [[name, feature["feature"], feature["description"], Cell(_number(feature["prototype_value"]), True),
+             Cell(_number(feature["own_class_mean"]), True),
+             ", ".join(f"{c}: {_number(v)}" for c, v in feature["contrast_class_means"].items()),
+             "yes" if feature["carried"] else "no", Cell(f"{100 * feature['carried_fraction']:.0f}%", True)]
+            for name, entry in check["classes"].items() for feature in entry["features"]]
+    body = [paragraph(f"SimZoo classes differ from their Galaxy Zoo 2 siblings by measurable features. Rule: {check['rule']}. "
+                      f"Every feature is carried by {check['carried_count']} of {check['checked_count']} checked classes."),
             table(["class", "feature", "defining property", "prototype mean", "own class (real)", "contrast classes (real)",
                    "carried", "prototypes carrying"], rows)]
     if check["skipped"]:
