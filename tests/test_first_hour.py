@@ -15,12 +15,14 @@ from typer.testing import CliRunner
 from galaxy_distill import __version__, cli, progress
 from galaxy_distill.cli_options import option_help
 from galaxy_distill.data.registry import prepare
+from galaxy_distill.demo import DemoScale, run_demo
 from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.distill.early_warnings import MatchingLossWatch
 from galaxy_distill.distill.fresh_start import removed_if_start_fails
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.evaluate.settings import EvaluateSettings
+from galaxy_distill.report.run_contents import run_directories
 from galaxy_distill.experts.settings import ExpertSettings, automatic_batch_size, few_steps_warning
 
 
@@ -185,3 +187,14 @@ def test_progress_off_a_terminal_is_plain_lines_every_few_seconds(monkeypatch, c
     err = capsys.readouterr().err
     assert "\r" not in err and "experts: 100%" in err.splitlines()[-1]
     assert progress.LOG_INTERVAL_S == 0.0 and progress.progress(total=1, main_process=False).disable
+
+
+@pytest.mark.slow  # the whole demo at a toy scale: about a minute on a busy 2-core machine
+def test_the_demo_ends_by_writing_its_report_and_report_takes_the_demo_directory(tmp_path: Path, capsys) -> None:
+    toy = DemoScale(size=16, per_class=6, width=8, experts=2, expert_epochs=3, expert_batch_size=8, iterations=4,
+                    eval_every=4, eval_epochs=2, final_networks=1, final_epochs=2)
+    run_dir = run_demo(tmp_path / "demo", toy)
+    report = run_dir / "stm" / "report" / "index.html"
+    assert report.is_file()
+    assert f"report: {report}" in capsys.readouterr().out.splitlines()
+    assert run_directories(run_dir) == [run_dir / "stm"], "`report` on the demo's directory reports its run"
