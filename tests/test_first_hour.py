@@ -91,9 +91,9 @@ def test_help_shows_choices_and_real_defaults(command: list[str]) -> None:
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())
     if command == ["distill"]:
-        assert "<mtt|stm>" in text and "[default: stm]" in text and "[default: 20]" in text
+        assert "[mtt|stm]" in text and "[default: stm]" in text and "[default: 20]" in text
     if command == ["data", "prepare"]:
-        assert "128 for the others" in text and "default: None" not in text and "<auto|hart16|kaggle>" in text
+        assert "128 for the others" in text and "default: None" not in text and "[auto|hart16|kaggle]" in text
     if command == ["evaluate"]:
         assert "one of random, class_average, full" in text
 
@@ -102,6 +102,8 @@ def test_help_shows_choices_and_real_defaults(command: list[str]) -> None:
     (["distill", "--dataset", "x", "--experts", "e", "--ipc", "0"], "error: --ipc 0: must be greater than or equal to 1"),
     (["evaluate", "--baselines", "rand"], "error: --baselines rand: must be 'random', 'class_average' or 'full'"),
     (["experts"], "error: --dataset is required"),
+    (["distill", "--dataset", "x", "--experts", "e", "--method", "xyz"], "error: --method xyz: must be 'mtt' or 'stm'"),
+    (["distill", "--dataset", "x", "--experts", "e", "--ipc", "two"], "error: --ipc two: must be a valid integer"),
     (["experts", "--dataset", "galaxyzoo"], "error: --dataset 'galaxyzoo' is not prepared"),
 ])
 def test_a_bad_value_names_the_flag_what_was_given_and_what_is_allowed(

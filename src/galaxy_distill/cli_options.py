@@ -1,7 +1,8 @@
 """Command-line options generated from a command's pydantic settings, so each setting is declared once.
 
 Every option defaults to None, meaning "not given": the YAML file (or the settings'
-own default) then decides. The settings' field descriptions become the help texts.
+own default) then decides. The settings' field descriptions become the help texts, and the
+settings alone check the values (a flag's text is parsed as the field's type by pydantic).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import functools
 import inspect
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 import typer
@@ -18,16 +20,25 @@ from pydantic_core import PydanticUndefined
 from galaxy_distill.config import Settings
 
 
-def _option_type(annotation: Any) -> Any:
-    """The type typer parses a field's flag into: optional parts dropped; a Literal stays, so its choices are checked and shown."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin in (Union, types.UnionType):
-        (inner,) = [a for a in args if a is not type(None)]
-        return _option_type(inner)
-    if origin is list:
-        # typer takes no list of Literal: the choices are checked by the settings and named in the help text.
-        return list[str] if get_origin(args[0]) is Literal else list[_option_type(args[0])]
+def _value_type(annotation: Any) -> Any:
+    """The field's type without its optional None."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        (inner,) = [a for a in get_args(annotation) if a is not type(None)]
+        return inner
     return annotation
+
+
+METAVARS = {int: "<int>", float: "<float>", str: "<text>", Path: "<path>"}
+
+
+def metavar(annotation: Any) -> str:
+    """How --help shows a flag's value: its choices, or the kind of value."""
+    kind = _value_type(annotation)
+    if get_origin(kind) is list:
+        return metavar(get_args(kind)[0])
+    if get_origin(kind) is Literal:
+        return f"[{'|'.join(map(str, get_args(kind)))}]"
+    return METAVARS.get(kind, "<text>")
 
 
 def option_help(name: str, field: Any) -> str:
@@ -66,13 +77,17 @@ def settings_options(settings_type: type[Settings], skip: tuple[str, ...] = ()) 
         fields = {name: field for name, field in settings_type.model_fields.items() if name not in skip}
         generated = []
         for name, field in fields.items():
-            kind = _option_type(field.annotation)
+            kind = _value_type(field.annotation)
             flag = "--" + name.replace("_", "-")
-            declarations = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
-            generated.append(inspect.Parameter(
-                name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
-                default=typer.Option(None, *declarations, help=option_help(name, field), show_default=False),
-            ))
+            help_text = option_help(name, field)
+            if kind is bool:
+                option = typer.Option(None, f"{flag}/--no-{name.replace('_', '-')}", help=help_text, show_default=False)
+            else:
+                # Passed on as typed; the settings alone check values, so every bad value gets the same one-line error.
+                kind = list[str] if get_origin(kind) is list else str
+                option = typer.Option(None, flag, help=help_text, show_default=False, metavar=metavar(field.annotation))
+            generated.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                               default=option))
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
