@@ -185,8 +185,10 @@ def test_progress_off_a_terminal_is_plain_lines_every_few_seconds(monkeypatch, c
     bar = progress.progress(total=3, desc="experts", unit="ep")
     for _ in range(3):
         bar.update(1)
+    progress.tqdm.write("warning: a message between two progress lines")
     bar.close()
     err = capsys.readouterr().err
+    assert err.count("experts:") == 4, "a message does not make the log repeat the progress line"
     assert "\r" not in err and "experts: 100%" in err.splitlines()[-1]
     assert progress.LOG_INTERVAL_S == 0.0 and progress.progress(total=1, main_process=False).disable
 
@@ -200,3 +202,15 @@ def test_the_demo_ends_by_writing_its_report_and_report_takes_the_demo_directory
     assert report.is_file()
     assert f"report: {report}" in capsys.readouterr().out.splitlines()
     assert run_directories(run_dir) == [run_dir / "stm"], "`report` on the demo's directory reports its run"
+
+
+def test_a_start_that_recorded_its_faults_keeps_them_until_the_retry(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(GalaxyDistillError), removed_if_start_fails(run):
+        run.mkdir()
+        (run / "settings.json").write_text("{}")
+        (run / "stages.json").write_text('[{"kind": "fault"}]')
+        raise GalaxyDistillError("iteration 1: 5 numerical faults in a row")
+    assert (run / "stages.json").is_file(), "the record of the faults stays to be read"
+    with removed_if_start_fails(run) as cleared:
+        assert cleared and not run.exists(), "the retry starts afresh, with other settings if need be"

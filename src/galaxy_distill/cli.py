@@ -152,7 +152,7 @@ def distill_command(
     evaluator = validation_evaluator(store.model_spec, dataset, settings)
     with removed_if_start_fails(out_dir) as cleared:
         if cleared:
-            typer.echo(f"note: {out_dir} held only the settings of a run that never reached a checkpoint; starting afresh")
+            typer.echo(f"note: {out_dir} held a run that stopped before its first checkpoint; starting afresh")
         result = distill(settings, dataset, store, out_dir, evaluator=evaluator, resume=resume)
     best = "" if result.best_val_accuracy is None else (
         f"; best validation accuracy {result.best_val_accuracy:.3f} at iteration {result.best_iteration}")

@@ -20,6 +20,14 @@ class _LogLines(tqdm):
         self.fp.flush()
         return True
 
+    def clear(self, nolock: bool = False) -> None:
+        """A log line stays: there is no bar to wipe before a message."""
+
+    def refresh(self, nolock: bool = False, lock_args: Any = None) -> None:
+        # tqdm.write redraws every bar after its message (nolock=True); in a log that would be a line per message.
+        if not nolock:
+            super().refresh(nolock=nolock, lock_args=lock_args)
+
     def close(self) -> None:
         shown = not self.disable and self.last_print_t >= self.start_t + self.delay
         if shown and self.n != self.last_print_n:

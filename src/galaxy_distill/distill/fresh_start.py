@@ -24,8 +24,9 @@ def is_unstarted_run(run_dir: Path) -> bool:
 def removed_if_start_fails(run_dir: Path) -> Iterator[bool]:
     """Run a distillation into run_dir; if it fails before its first checkpoint, remove what it wrote.
 
-    A leftover of an earlier failed start (settings but no checkpoint) is cleared first, so the retry may change
-    settings; yields whether that happened. A directory that holds other things is never touched.
+    A failure that left a record of its numerical faults (stages.json) keeps the directory for the user to read.
+    A leftover of an earlier failed start (no checkpoint) is cleared first, so the retry may change settings;
+    yields whether that happened. A directory that holds other things is never touched.
     """
     cleared = distributed.is_main() and is_unstarted_run(run_dir)
     if cleared:
@@ -34,6 +35,6 @@ def removed_if_start_fails(run_dir: Path) -> Iterator[bool]:
     try:
         yield cleared
     except BaseException:
-        if not existed and distributed.is_main() and is_unstarted_run(run_dir):
+        if not existed and distributed.is_main() and is_unstarted_run(run_dir) and not (run_dir / "stages.json").is_file():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise

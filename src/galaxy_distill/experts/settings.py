@@ -13,7 +13,7 @@ from galaxy_distill.config import Settings
 STEPS_PER_EPOCH = 20
 """What the default batch size aims at: about as many steps per epoch as the distillation's default --syn-steps."""
 MIN_AUTO_BATCH, MAX_AUTO_BATCH = 8, 256
-FEW_STEPS_PER_EPOCH = 5
+FEW_STEPS_PER_EPOCH = 3
 """Fewer steps than this per epoch leave the stored trajectories barely moving between epochs."""
 
 

@@ -263,9 +263,10 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     if settings.batch_size is None:
         # Stored as the number chosen, so that a resumed run trains on with the same batches.
         settings = settings.model_copy(update={"batch_size": automatic_batch_size(train_images)})
-    warning = few_steps_warning(train_images, settings.batch_size)
-    if warning and distributed.is_main():
-        tqdm.write(warning, file=sys.stderr)
+    else:
+        warning = few_steps_warning(train_images, settings.batch_size)
+        if warning and distributed.is_main():
+            tqdm.write(warning, file=sys.stderr)
     spec = model_spec_for(settings, dataset)
     flat_view = FlatParams(spec.build().to(device))
     resolved = json.loads(settings.model_dump_json())
