@@ -82,7 +82,7 @@ def test_prepare_gz2_from_a_hart16_layout(tmp_path: Path, workspace: Path) -> No
         (["data", "prepare", "gz2", "--root", "{tmp}"], "no GZ2 catalogue found"),
         (["data", "prepare", "gz2"], "no data for 'gz2' found"),
         (["data", "prepare", "no-such-set"], "unknown dataset 'no-such-set'"),
-        (["data", "prepare", "gz1-sdss", "--size", "4"], "invalid settings for PrepareSettings (size:"),
+        (["data", "prepare", "gz1-sdss", "--size", "4"], "--size 4: must be greater than or equal to 8"),
         (["data", "show", "never-prepared"], "dataset 'never-prepared' is not prepared"),
     ],
 )

@@ -95,7 +95,7 @@ def total_counts(prepared) -> list[int]:
 
 def prepare_error(root: Path, **options: object) -> str:
     with pytest.raises(GalaxyDistillError) as caught:
-        prepare(settings(root, **options))
+        prepare(settings(root, **options), force=True)  # force: a set prepared earlier with other settings is replaced
     message = str(caught.value)
     assert "\n" not in message
     return message

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from html.parser import HTMLParser
@@ -219,3 +221,15 @@ def test_report_renders_in_headless_chromium_without_console_errors(stm_report: 
         assert shot.size == (1400, 3000)
         pixels = np.asarray(shot.convert("L"))
     assert pixels.std() > 20, "the screenshot shows a rendered page, not a blank one"
+
+
+def test_cli_report_on_a_directory_of_runs_reports_each_with_the_users_permissions(tiny_runs: dict[str, Path]) -> None:
+    parent = tiny_runs["stm"].parent
+    result = CliRunner().invoke(cli.app, ["report", str(parent)])
+    assert result.exit_code == 0, result.output
+    for name in ("stm", "mtt"):
+        report = parent / name / "report"
+        assert f"wrote {report / 'index.html'}" in result.output
+        umask = os.umask(0)
+        os.umask(umask)
+        assert stat.S_IMODE(report.stat().st_mode) == 0o777 & ~umask, "the report directory follows the umask, not 0700"

@@ -116,8 +116,10 @@ def test_ground_truth_check_recognises_real_class_means_and_rejects_swapped_clas
     assert set(result["classes"]) == set(DEFINING_FEATURES) == set(names)
     assert result["carried_count"] == result["checked_count"] == 9 and result["skipped"] == {}
     for name, entry in result["classes"].items():
-        assert entry["carried"] and entry["prototype_value"] == pytest.approx(entry["own_class_mean"])
-        assert set(entry["contrast_class_means"]) == set(DEFINING_FEATURES[name].contrast_classes)
+        assert entry["carried"] and len(entry["features"]) == len(DEFINING_FEATURES[name])
+        for feature, defining in zip(entry["features"], DEFINING_FEATURES[name]):
+            assert feature["carried"] and feature["prototype_value"] == pytest.approx(feature["own_class_mean"])
+            assert set(feature["contrast_class_means"]) == set(defining.contrast_classes)
 
     # Each class gets the images of a class that lacks its feature: the check must notice every one.
     impostor = {"smooth-round": "smooth-in-between", "smooth-in-between": "smooth-cigar", "smooth-cigar": "smooth-round",
@@ -135,6 +137,18 @@ def test_ground_truth_check_recognises_real_class_means_and_rejects_swapped_clas
     rng = np.random.default_rng(0)
     few = np.concatenate([rng.choice(np.flatnonzero(labels == k), 10, replace=False) for k in range(9)])
     assert ground_truth_check(images[few], labels[few], images, labels, names)["carried_count"] >= 7
+
+
+def test_a_disk_with_the_wrong_bar_or_arms_does_not_carry_its_class(simulated: SourceImages) -> None:
+    """A barred spiral shown as a barred disk without arms has the bar but also arms: not carried (issue 25)."""
+    images, labels, names = simulated.images, simulated.labels, simulated.class_names
+    for target, source in [("barred-no-spiral", "barred-spiral"), ("barred-spiral", "barred-no-spiral"),
+                           ("unbarred-no-spiral", "barred-no-spiral"), ("unbarred-spiral", "barred-spiral")]:
+        shown = labels == names.index(source)
+        result = ground_truth_check(images[shown], np.full(int(shown.sum()), names.index(target)), images, labels, names)
+        entry = result["classes"][target]
+        assert not entry["carried"], (target, source, entry)
+        assert entry["carried_fraction"] < 0.5, (target, source, entry["carried_fraction"])
 
 
 def test_ground_truth_check_reports_unknown_classes_and_bad_input(simulated: SourceImages) -> None:

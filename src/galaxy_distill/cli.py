@@ -8,9 +8,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from galaxy_distill import distributed
+from galaxy_distill import __version__
 from galaxy_distill.cli_options import settings_options
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.evaluate.settings import EvaluateSettings
@@ -21,14 +21,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help: Rich would read "[mtt|stm]" and "[default: ...]" as markup and drop them.
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Prepare and inspect datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare and inspect datasets.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings; flags override it.")]
 OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default: in the workspace).")]
 NprocOption = Annotated[int, typer.Option("--nproc", min=1, help=(
     "Processes (one per GPU) to share the work, started through torchrun; or run under torchrun yourself."))]
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"galaxy-distill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    """Distil labelled galaxy images into a few synthetic prototypes per class, to see what a network sees."""
 
 
 @data_app.command("list")
@@ -48,7 +62,8 @@ def data_list() -> None:
 def data_prepare(
     values: dict[str, Any],
     dataset: Annotated[str, typer.Argument(help="gz1-sdss, gz2, simzoo, cifar10, cifar100 or folder")],
-    force: Annotated[bool, typer.Option(help="Rebuild even if prepared with the same settings.")] = False,
+    force: Annotated[bool, typer.Option(help=(
+        "Rebuild even if prepared with the same settings, and replace a set of this name prepared with other settings."))] = False,
     config: ConfigOption = None,
 ) -> None:
     """Build a dataset into the workspace (idempotent: same settings reuse the stored copy)."""
@@ -93,6 +108,8 @@ def data_show(
 @settings_options(ExpertSettings)
 def experts_command(values: dict[str, Any], out: OutOption = None, config: ConfigOption = None, nproc: NprocOption = 1) -> None:
     """Train expert networks on a prepared dataset and store their per-epoch trajectories (resumable)."""
+    from galaxy_distill import distributed  # here, not above: torch takes seconds to import and --help needs none of it
+
     distributed.launch(nproc)
     from galaxy_distill.config import resolve_settings, workspace_dir
     from galaxy_distill.data import load_prepared
@@ -100,7 +117,7 @@ def experts_command(values: dict[str, Any], out: OutOption = None, config: Confi
     from galaxy_distill.store import read_json
 
     settings = resolve_settings(ExpertSettings, config, values)
-    dataset = load_prepared(settings.dataset)
+    dataset = load_prepared(settings.dataset, option="--dataset")
     out_dir = out or workspace_dir() / "experts" / dataset.name
     manifest = train_experts(settings, dataset, out_dir)
     summary = summarize(read_json(manifest))
@@ -118,19 +135,25 @@ def distill_command(
     nproc: NprocOption = 1,
 ) -> None:
     """Distil synthetic prototypes with MTT (fixed schedule) or STM (self-adaptive)."""
+    from galaxy_distill import distributed  # here, not above: torch takes seconds to import and --help needs none of it
+
     distributed.launch(nproc)
     from galaxy_distill.config import resolve_settings, workspace_dir
     from galaxy_distill.data import load_prepared
+    from galaxy_distill.distill.fresh_start import removed_if_start_fails
     from galaxy_distill.distill.run import distill
     from galaxy_distill.evaluate.checkpoints import validation_evaluator
     from galaxy_distill.experts import ExpertStore
 
     settings = resolve_settings(DistillSettings, config, values)
-    dataset = load_prepared(settings.dataset)
+    dataset = load_prepared(settings.dataset, option="--dataset")
     store = ExpertStore(settings.experts)
     out_dir = out or workspace_dir() / "runs" / f"{dataset.name}-{settings.method}-ipc{settings.ipc}"
     evaluator = validation_evaluator(store.model_spec, dataset, settings)
-    result = distill(settings, dataset, store, out_dir, evaluator=evaluator, resume=resume)
+    with removed_if_start_fails(out_dir) as cleared:
+        if cleared:
+            typer.echo(f"note: {out_dir} held a run that stopped before its first checkpoint; starting afresh")
+        result = distill(settings, dataset, store, out_dir, evaluator=evaluator, resume=resume)
     best = "" if result.best_val_accuracy is None else (
         f"; best validation accuracy {result.best_val_accuracy:.3f} at iteration {result.best_iteration}")
     typer.echo(f"distilled {result.iterations} iterations in {result.wall_seconds:.0f} s into {result.run_dir}{best}")
@@ -142,6 +165,8 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
         "--out", "-o", help="JSON file to write (default: RUN/evaluation.json or the workspace).")] = None,
         config: ConfigOption = None, nproc: NprocOption = 1) -> None:
     """Train fresh networks on a distilled set and/or baselines; report test accuracy mean ± std."""
+    from galaxy_distill import distributed  # here, not above: torch takes seconds to import and --help needs none of it
+
     distributed.launch(nproc)
     from galaxy_distill.config import resolve_settings
     from galaxy_distill.data import load_prepared
@@ -153,7 +178,7 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
     dataset_name = settings.dataset or run_settings.get("dataset")
     if dataset_name is None:
         raise GalaxyDistillError("evaluate needs --dataset (or a --run that names it)")
-    dataset = load_prepared(dataset_name)
+    dataset = load_prepared(dataset_name, option="--dataset")
     run_model = None
     if run_settings.get("experts"):
         from galaxy_distill.experts import ExpertStore
@@ -171,17 +196,19 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
 
 
 @app.command("report")
-def report_command(run: Annotated[Path, typer.Argument(help="A distillation run directory.")]) -> None:
+def report_command(run: Annotated[Path, typer.Argument(help=(
+        "A distillation run directory, or a directory of runs (such as the demo's): each run in it is reported."))]) -> None:
     """Write RUN/report/index.html: a self-contained page of prototypes, curves, evaluation, neighbours and saliency."""
     from galaxy_distill.report import write_report
+    from galaxy_distill.report.run_contents import run_directories
 
-    path = write_report(run)
-    typer.echo(f"wrote {path}")
+    for run_dir in run_directories(run):
+        typer.echo(f"wrote {write_report(run_dir)}")
 
 
 @app.command("demo")
 def demo_command(out: OutOption = None) -> None:
-    """Generate a small SimZoo set, train experts, distil IPC 1 with STM and compare with random real images (CPU, minutes)."""
+    """Generate a small SimZoo set, train experts, distil IPC 1 with STM, compare with random real images, write the HTML report (CPU, minutes)."""
     from galaxy_distill.demo import run_demo
 
     run_demo(out)

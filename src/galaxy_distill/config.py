@@ -13,7 +13,6 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.store import read_yaml
 
 SettingsT = TypeVar("SettingsT", bound="Settings")
 
@@ -31,17 +30,43 @@ class Settings(BaseModel):
 def resolve_settings(
     settings_type: type[SettingsT], config_file: Path | None, overrides: dict[str, Any]
 ) -> SettingsT:
-    """Merge a YAML file with the flags that were actually given (None = not given) and validate."""
-    values: dict[str, Any] = read_yaml(config_file) if config_file is not None else {}
-    values.update({key: value for key, value in overrides.items() if value is not None})
+    """Merge a YAML file with the flags that were actually given (None = not given) and validate.
+
+    A bad value is reported as the user gave it: the flag and its value, or the file and its key.
+    """
+    from galaxy_distill.store import read_yaml  # store imports torch, which `--help` should not wait for
+
+    from_file: dict[str, Any] = read_yaml(config_file) if config_file is not None else {}
+    flags = {key: value for key, value in overrides.items() if value is not None}
     try:
-        return settings_type.model_validate(values)
+        return settings_type.model_validate({**from_file, **flags})
     except ValidationError as exc:
-        where = f"{config_file}: " if config_file is not None else ""
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
-        raise GalaxyDistillError(f"{where}invalid settings for {settings_type.__name__} ({problems})") from None
+        problems = "; ".join(_problem(error, flags, config_file, settings_type) for error in exc.errors())
+        raise GalaxyDistillError(problems) from None
+
+
+def flag_name(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
+
+
+def _problem(error: Any, flags: dict[str, Any], config_file: Path | None, settings_type: type[Settings]) -> str:
+    """One pydantic error in the user's terms: which flag (or file key), what was given, what is allowed."""
+    setting = str(error["loc"][0]) if error["loc"] else None
+    message = error["msg"].removeprefix("Value error, ")
+    message = message.replace("Input should be", "must be").replace("input should be", "must be")
+    if setting is None:
+        return message
+    if error["type"] == "missing":
+        in_file = f" (or `{setting}:` in {config_file})" if config_file is not None else ""
+        return f"{flag_name(setting)} is required{in_file}"
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(settings_type.model_fields)
+        return f"{config_file}: unknown setting '{setting}' (known: {known})"
+    given = error.get("input")
+    shown = " ".join(map(str, given)) if isinstance(given, list) else given
+    if setting in flags:
+        return f"{flag_name(setting)} {shown}: {message}"
+    return f"{config_file}: {setting}: {given!r}: {message}"
 
 
 def settings_differences(settings_type: type[Settings], stored: Any, resolved: dict[str, Any]) -> list[str]:

@@ -8,46 +8,65 @@ the prototypes against random real images and class-average images of the same s
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from galaxy_distill.config import workspace_dir
-from galaxy_distill.data import PrepareSettings, prepare
+from galaxy_distill.data.registry import prepare
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.distill.run import distill
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.evaluate.checkpoints import validation_evaluator
 from galaxy_distill.evaluate.run import evaluate, results_table
 from galaxy_distill.evaluate.settings import EvaluateSettings
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
+from galaxy_distill.report import write_report
 from galaxy_distill.store import atomic_write_bytes, write_json
 
-DEMO_DATASET = PrepareSettings(dataset="simzoo", name="simzoo-demo", size=32, per_class=40, seed=0)
-DEMO_WIDTH = 32
+@dataclass(frozen=True)
+class DemoScale:
+    """How big the demo is: the defaults are the demo's; the tests run the same steps at a toy scale."""
+
+    size: int = 32
+    per_class: int = 40
+    width: int = 32
+    experts: int = 4
+    expert_epochs: int = 10
+    expert_batch_size: int = 32
+    iterations: int = 200
+    eval_every: int = 80
+    eval_epochs: int = 200
+    final_networks: int = 3
+    final_epochs: int = 300
 
 
-def run_demo(out: Path | None = None) -> Path:
+def run_demo(out: Path | None = None, scale: DemoScale = DemoScale()) -> Path:
+    """Run the demo into `out` (default: WORKSPACE/runs/demo) and return that directory; the report is in STM/report/."""
     started = time.perf_counter()
     run_dir = out or workspace_dir() / "runs" / "demo"
-    typer.echo("1/4 generating SimZoo (9 simulated galaxy classes, 32 px)")
-    dataset = prepare(DEMO_DATASET)
-    typer.echo("2/4 training expert networks on the simulated galaxies")
-    expert_settings = ExpertSettings(dataset=dataset.name, width=DEMO_WIDTH, num_experts=4, epochs=10, batch_size=32,
-                                     parallel=4, device="cpu")
+    typer.echo(f"1/5 generating SimZoo (9 simulated galaxy classes, {scale.size} px)")
+    dataset = prepare(PrepareSettings(dataset="simzoo", name="simzoo-demo", size=scale.size, per_class=scale.per_class, seed=0))
+    typer.echo("2/5 training expert networks on the simulated galaxies")
+    expert_settings = ExpertSettings(dataset=dataset.name, width=scale.width, num_experts=scale.experts,
+                                     epochs=scale.expert_epochs, batch_size=scale.expert_batch_size, parallel=scale.experts,
+                                     device="cpu")
     experts_dir = run_dir / "experts"
     train_experts(expert_settings, dataset, experts_dir)
     store = ExpertStore(experts_dir)
-    typer.echo("3/4 distilling one prototype per class with STM")
+    typer.echo("3/5 distilling one prototype per class with STM")
     distill_settings = DistillSettings(
-        dataset=dataset.name, experts=experts_dir, method="stm", ipc=1, syn_steps=10, max_start_epoch=6,
-        iterations=200, lr_img=100.0, eval_every=80, eval_nets=2, eval_epochs=200, stm_patience=80,
-        stm_decay_every=10, stm_stop_factor=0.2, checkpoint_every=40, snapshot_every=40, device="cpu",
+        dataset=dataset.name, experts=experts_dir, method="stm", ipc=1, syn_steps=10,
+        max_start_epoch=min(6, scale.expert_epochs - 1), iterations=scale.iterations, lr_img=100.0,
+        eval_every=scale.eval_every, eval_nets=2, eval_epochs=scale.eval_epochs, stm_patience=80, stm_decay_every=10,
+        stm_stop_factor=0.2, checkpoint_every=40, snapshot_every=40, device="cpu",
     )
     result = distill(distill_settings, dataset, store, run_dir / "stm",
                      evaluator=validation_evaluator(store.model_spec, dataset, distill_settings), resume=True)
-    typer.echo("4/4 evaluating the prototypes against random real images and class averages of the same size")
-    eval_settings = EvaluateSettings(run=result.run_dir, baselines=["random", "class_average"], num_eval=3, epochs=300,
-                                     device="cpu")
+    typer.echo("4/5 evaluating the prototypes against random real images and class averages of the same size")
+    eval_settings = EvaluateSettings(run=result.run_dir, baselines=["random", "class_average"],
+                                     num_eval=scale.final_networks, epochs=scale.final_epochs, device="cpu")
     results = evaluate(eval_settings, dataset, store.model_spec.model_dump())
     write_json(result.run_dir / "evaluation.json", {"settings": eval_settings.model_dump(mode="json"), "results": results})
     by_method = {entry["method"]: entry for entry in results}
@@ -55,7 +74,7 @@ def run_demo(out: Path | None = None) -> Path:
     wall = time.perf_counter() - started
     summary = (
         f"galaxy_distill demo: SimZoo ({dataset.num_classes} simulated GZ2 classes, {sum(dataset.meta['counts']['train'])} "
-        f"training images at 32 px) was distilled by STM into one prototype image per class in {result.iterations} "
+        f"training images at {scale.size} px) was distilled by STM into one prototype image per class in {result.iterations} "
         f"iterations, using {len(store)} expert trajectories of {store.epochs} epochs. Networks trained from scratch on "
         f"the {dataset.num_classes} prototypes reach {100 * stm['acc_mean']:.1f} ± {100 * stm['acc_std']:.1f}% test "
         f"accuracy ({stm['n_eval']} networks), against {100 * random['acc_mean']:.1f} ± {100 * random['acc_std']:.1f}% "
@@ -68,5 +87,8 @@ def run_demo(out: Path | None = None) -> Path:
     atomic_write_bytes(run_dir / "summary.txt", (summary + "\n").encode())
     typer.echo(results_table(results))
     typer.echo("\n" + summary)
-    typer.echo(f"\nwrote {run_dir} (prototypes: {result.run_dir / 'prototypes.png'})")
+    typer.echo("\n5/5 writing the report (prototypes, curves, evaluation, nearest real galaxies, saliency)")
+    report = write_report(result.run_dir)
+    typer.echo(f"wrote {run_dir} (prototypes: {result.run_dir / 'prototypes.png'})")
+    typer.echo(f"report: {report}")
     return run_dir

@@ -30,6 +30,11 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def follow_umask(directory: Path) -> None:
+    """Give a directory made by tempfile.mkdtemp (always 0700) the permissions of any new directory."""
+    os.chmod(directory, 0o777 & ~_UMASK)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
-
-from galaxy_distill.config import Settings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.errors import GalaxyDistillError
 
 GZ2_CLASSES: tuple[str, ...] = (
@@ -25,33 +22,6 @@ GZ2_CLASSES: tuple[str, ...] = (
     "unbarred-no-spiral",
 )
 """The nine Galaxy Zoo 2 decision-tree classes of Guan et al. 2023, in this order everywhere."""
-
-
-class PrepareSettings(Settings):
-    """Settings of `galaxy-distill data prepare`. None means "the dataset's own default"."""
-
-    dataset: str
-    root: Path | None = None
-    name: str | None = None
-    size: int | None = Field(None, ge=8, le=512)
-    crop_fraction: float | None = Field(None, gt=0.0, le=1.0)
-    per_class: int | None = Field(None, ge=2)
-    test_fraction: float | None = Field(None, ge=0.0, lt=1.0)
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    seed: int = 0
-    rotations: int = Field(1, ge=1, le=72)
-    zca: bool = False
-    zca_regularization: float = Field(0.1, gt=0.0)
-    skip_bad_images: bool = False
-    include_merger: bool = False
-    gz2_source: Literal["auto", "hart16", "kaggle"] = "auto"
-    min_votes: int = Field(20, ge=0)
-    test_root: Path | None = None
-    workers: int | None = Field(None, ge=1)
-
-    @property
-    def stored_name(self) -> str:
-        return self.name or self.dataset
 
 
 @dataclass

@@ -162,7 +162,8 @@ class LoadedPictures:
         })
 
 
-def load_pictures(pictures: list[Picture], settings: PrepareSettings, description: str) -> LoadedPictures:
+def load_pictures(pictures: list[Picture], settings: PrepareSettings, description: str,
+                  require_some: bool = True) -> LoadedPictures:
     by_name = {picture.name: picture for picture in pictures}
     channels: dict[Path, int] = {}
     non_finite: dict[Path, int] = {}
@@ -185,7 +186,8 @@ def load_pictures(pictures: list[Picture], settings: PrepareSettings, descriptio
         return np.repeat(resized, 3, axis=-1) if resized.shape[-1] == 1 else resized
 
     images, kept, problems = load_cutouts(
-        [picture.name for picture in pictures], cutout, settings.skip_bad_images, settings.workers, description
+        [picture.name for picture in pictures], cutout, settings.skip_bad_images, settings.workers, description,
+        require_some,
     )
     kept_pictures = [pictures[i] for i in kept]
     kept_names = {picture.name for picture in kept_pictures}
@@ -196,6 +198,51 @@ def load_pictures(pictures: list[Picture], settings: PrepareSettings, descriptio
         problems,
         {name: count for name, count in non_finite.items() if count and name in kept_names},
     )
+
+
+def merged(parts: list[LoadedPictures]) -> LoadedPictures:
+    """Pictures loaded in several rounds as one, in the order of their names within each class."""
+    kept = [part for part in parts if part.pictures]
+    order = sorted(((picture.label, str(picture.name)), p, i) for p, part in enumerate(kept)
+                   for i, picture in enumerate(part.pictures))
+    return LoadedPictures(
+        np.stack([kept[p].images[i] for _, p, i in order]),
+        [kept[p].pictures[i] for _, p, i in order],
+        [kept[p].channels[i] for _, p, i in order],
+        sorted(problem for part in parts for problem in part.problems),
+        {name: count for part in parts for name, count in part.non_finite.items()},
+    )
+
+
+def load_balanced(tree: ClassTree, settings: PrepareSettings) -> tuple[LoadedPictures, list[str]]:
+    """The same number of readable pictures per class, and notes on what balancing left out.
+
+    An unreadable picture (skipped with --skip-bad-images) is replaced by another of its class, so that it
+    takes no place in the balanced set; replacements are drawn in a seeded order.
+    """
+    class_count = len(tree.class_names)
+    chosen = choose_per_class(tree.labels, tree.class_names, settings.per_class, settings.seed, str(tree.root))
+    wanted = len(chosen) // class_count
+    rng = np.random.default_rng(settings.seed + 1)
+    spare = [list(rng.permutation(np.setdiff1d(np.flatnonzero(tree.labels == k), chosen))) for k in range(class_count)]
+    parts = [load_pictures([tree.pictures[i] for i in chosen], settings, "folder images")]
+    while True:
+        counts = np.bincount([p.label for part in parts for p in part.pictures], minlength=class_count)
+        extra = [index for k in range(class_count) for index in spare[k][: wanted - counts[k]]]
+        if not extra:
+            break
+        for k in range(class_count):
+            del spare[k][: wanted - counts[k]]
+        parts.append(load_pictures([tree.pictures[i] for i in sorted(extra)], settings, "folder replacement images",
+                                   require_some=False))
+    loaded = merged(parts)
+    notes = []
+    total = np.bincount(tree.labels, minlength=class_count)
+    left_out = total - np.bincount([picture.label for picture in loaded.pictures], minlength=class_count)
+    if left_out.sum():
+        detail = ", ".join(f"{name} {count}" for name, count in zip(tree.class_names, left_out) if count)
+        notes.append(f"balanced to {wanted} images per class: left out {int(left_out.sum())} of {int(total.sum())} ({detail})")
+    return loaded, notes
 
 
 def require_every_class(loaded: LoadedPictures, tree: ClassTree) -> None:
@@ -255,10 +302,9 @@ def build(settings: PrepareSettings) -> SourceImages:
         raise GalaxyDistillError(f"folder: pass --root DIR where DIR holds {LAYOUT}")
     tree = scan_tree(settings.root, "--root")
     test_tree = None if settings.test_root is None else matching_test_tree(settings.test_root, tree)
-    chosen = choose_per_class(tree.labels, tree.class_names, settings.per_class, settings.seed, str(tree.root))
-    train = load_pictures([tree.pictures[i] for i in chosen], settings, "folder images")
+    train, balance_notes = load_balanced(tree, settings)
     require_every_class(train, tree)
-    parts, notes = [train], notes_about(tree, train, "")
+    parts, notes = [train], balance_notes + notes_about(tree, train, "")
     if test_tree is not None:
         test_loaded = load_pictures(test_tree.pictures, settings, "folder test images")
         require_every_class(test_loaded, test_tree)

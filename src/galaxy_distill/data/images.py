@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
+from galaxy_distill.progress import progress
 
 from galaxy_distill.errors import GalaxyDistillError
 
@@ -66,11 +66,13 @@ def load_cutouts(
     skip_bad: bool,
     workers: int | None = None,
     description: str = "reading images",
+    require_some: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Apply `to_cutout` to every path in parallel.
 
     Returns (stacked cutouts, indices of the paths that worked, messages about skipped files).
-    With skip_bad=False the first bad file stops everything with its name in the error.
+    With skip_bad=False the first bad file stops everything with its name in the error; with
+    require_some=False a call whose every file is bad returns no cutouts instead of failing.
     """
     if not paths:
         raise GalaxyDistillError("no image files to read")
@@ -82,14 +84,13 @@ def load_cutouts(
             results[index] = to_cutout(paths[index])
         except BadImageError as exc:
             if not skip_bad:
-                raise
+                raise BadImageError(f"{exc} (--skip-bad-images leaves unreadable files out)") from None
             problems.append(str(exc))
 
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         futures = [pool.submit(work, i) for i in range(len(paths))]
         try:
-            # disable=None: a progress bar only on a terminal, so piped stderr holds just the messages.
-            for future in tqdm(futures, desc=description, unit="img", leave=False, disable=None):
+            for future in progress(futures, desc=description, unit="img", leave=False):
                 future.result()
         except BaseException:
             # Without this the pool would still decode every remaining image before the error shows.
@@ -98,5 +99,7 @@ def load_cutouts(
             raise
     kept = np.array([i for i, r in enumerate(results) if r is not None], dtype=np.int64)
     if len(kept) == 0:
+        if not require_some:
+            return np.zeros((0, 0, 0, 0), dtype=np.uint8), kept, sorted(problems)
         raise GalaxyDistillError(f"none of the {len(paths)} images could be read; first problem: {problems[0]}")
     return np.stack([results[i] for i in kept]), kept, sorted(problems)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from galaxy_distill.config import workspace_dir
+from galaxy_distill.config import settings_differences, workspace_dir
 from galaxy_distill.data.base import PrepareSettings, SourceImages, stratified_split
 from galaxy_distill.data.transforms import apply_matrix, fit_zca, rotate_augment
 from galaxy_distill.errors import GalaxyDistillError
@@ -209,6 +209,11 @@ def prepare(settings: PrepareSettings, out_dir: Path | None = None, force: bool 
         existing = read_json(target / META_FILE)
         if existing.get("settings") == resolved and existing.get("format_version") == FORMAT_VERSION:
             return load_prepared(target)
+        differences = settings_differences(PrepareSettings, existing.get("settings"), resolved)
+        if differences and existing.get("format_version") == FORMAT_VERSION:
+            raise GalaxyDistillError(
+                f"{target}: dataset '{settings.stored_name}' is already prepared there with other settings "
+                f"({'; '.join(differences)}); pass --name NEW to keep both, or --force to replace it")
 
     source = spec_for(settings.dataset).build(settings)
     if source.test is not None and settings.test_fraction:
@@ -284,7 +289,8 @@ def prepare(settings: PrepareSettings, out_dir: Path | None = None, force: bool 
     return PreparedDataset(target, meta, arrays)
 
 
-def resolve_dataset_dir(name_or_path: str | Path) -> Path:
+def resolve_dataset_dir(name_or_path: str | Path, option: str = "dataset") -> Path:
+    """The directory of a prepared dataset given by name or path; `option` names it in errors (e.g. "--dataset")."""
     candidate = Path(name_or_path)
     if (candidate / META_FILE).is_file():
         return candidate
@@ -293,13 +299,20 @@ def resolve_dataset_dir(name_or_path: str | Path) -> Path:
         return named
     available = prepared_names()
     hint = f"prepared: {', '.join(available)}" if available else f"nothing prepared yet in {datasets_root()}"
-    raise GalaxyDistillError(
-        f"dataset '{name_or_path}' is not prepared ({hint}); run `galaxy-distill data prepare {name_or_path}` first"
-    )
+    if str(name_or_path) in DATASETS:
+        needs_files = "" if name_or_path == "simzoo" else " (add --root DIR if its files are elsewhere than ../shared/data)"
+        advice = f"run `galaxy-distill data prepare {name_or_path}` first{needs_files}"
+    else:
+        # Naming an unknown dataset in a `data prepare` hint would only lead to a second error.
+        advice = (f"prepare one of the known datasets ({', '.join(DATASETS)}) with `galaxy-distill data prepare NAME`, "
+                  "e.g. `galaxy-distill data prepare simzoo` (simulated, needs no files), or your own images with "
+                  "`galaxy-distill data prepare folder --root DIR --name NAME`")
+    raise GalaxyDistillError(f"{option} '{name_or_path}' is not prepared ({hint}); {advice}")
 
 
-def load_prepared(name_or_path: str | Path) -> PreparedDataset:
-    directory = resolve_dataset_dir(name_or_path)
+def load_prepared(name_or_path: str | Path, option: str = "dataset") -> PreparedDataset:
+    """A prepared dataset by name or directory; `option` names it in errors (e.g. "--dataset")."""
+    directory = resolve_dataset_dir(name_or_path, option)
     meta = read_json(directory / META_FILE)
     if not isinstance(meta, dict):
         raise GalaxyDistillError(f"{directory / META_FILE}: expected a JSON object")

@@ -42,10 +42,10 @@ import galsim
 import numpy as np
 import pandas as pd
 from astropy.visualization import make_lupton_rgb
-from tqdm.auto import tqdm
 
 from galaxy_distill.data.base import GZ2_CLASSES, PrepareSettings, SourceImages
 from galaxy_distill.data.images import crop_and_resize, default_workers
+from galaxy_distill.progress import progress
 from galaxy_distill.data.registry import with_defaults
 
 GENERATOR_VERSION = "1.0"
@@ -497,14 +497,14 @@ def build(settings: PrepareSettings) -> SourceImages:
     tasks = [(settings.seed, k, i, settings.size, settings.crop_fraction)
              for k in range(len(GZ2_CLASSES)) for i in range(settings.per_class)]
     workers = min(settings.workers or default_workers(), len(tasks))
-    progress = {"total": len(tasks), "desc": "simulating simzoo", "unit": "img", "leave": False, "disable": None}
+    shown = {"total": len(tasks), "desc": "simulating simzoo", "unit": "img", "leave": False}
     if workers == 1:
-        results = [_simulate(task) for task in tqdm(tasks, **progress)]
+        results = [_simulate(task) for task in progress(tasks, **shown)]
     else:
         # Spawned, not forked: the parent may hold OpenMP (torch, GalSim) thread pools that a fork would break.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             chunk = max(1, len(tasks) // (workers * 16))
-            results = list(tqdm(pool.map(_simulate, tasks, chunksize=chunk), **progress))
+            results = list(progress(pool.map(_simulate, tasks, chunksize=chunk), **shown))
     table = pd.DataFrame([row for _, row in results])
     return SourceImages(
         images=np.stack([image for image, _ in results]),

@@ -40,6 +40,7 @@ from galaxy_distill.distill.checkpoint import (
     optimizer_to_store,
     save_checkpoint,
 )
+from galaxy_distill.distill.early_warnings import MatchingLossWatch
 from galaxy_distill.distill.matching import InnerLoop, MatchingGradients
 from galaxy_distill.distill.schedule import FixedSchedule, SelfAdaptiveSchedule
 from galaxy_distill.distill.settings import DistillSettings
@@ -47,6 +48,7 @@ from galaxy_distill.distill.step_size import LearnedStepSizes
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts.store import ExpertStore
 from galaxy_distill.models.functional import FlatParams
+from galaxy_distill.progress import progress as log_progress
 from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator
 from galaxy_distill.store import (
     atomic_write_bytes,
@@ -297,12 +299,13 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
 
     if iteration == 0:
         snapshot(0)
-    progress = tqdm(total=settings.iterations, initial=iteration, desc=f"distill ({settings.method})", unit="it",
-                    disable=distributed.progress_disabled())
+    progress = log_progress(total=settings.iterations, initial=iteration, desc=f"distill ({settings.method})", unit="it",
+                            main_process=distributed.is_main())
     if settings.compile and not distributed.progress_disabled():
         # Otherwise the bar sits at its first iteration without a word while torch.compile works.
         tqdm.write("compiling the student's inner steps (torch.compile): a minute or more before the first iteration")
     started = time.perf_counter() - elapsed
+    loss_watch = MatchingLossWatch() if distributed.is_main() else None
     faults_in_a_row = 0
     while not schedule.finished(iteration):
         rollback = _RollbackPoint.capture(images, step_sizes, pixel_optimizer, schedule)
@@ -375,6 +378,8 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
                 best_images = images.detach().clone()
                 best_step_size = current_step_size()
         metric_rows.append(row)
+        if loss_watch is not None:
+            loss_watch.observe(iteration, row["loss"])
         if writer is not None:
             for key in ("loss", "probe_loss", "step_size", "pixel_lr", "val_accuracy", "test_accuracy", "cap"):
                 if row[key] is not None:

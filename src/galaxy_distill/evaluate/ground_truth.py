@@ -1,11 +1,13 @@
-"""Does each distilled prototype carry the feature that defines its class?
+"""Does each distilled prototype carry the features that define its class?
 
-Each GZ2 class is told apart from its sibling(s) in the Galaxy Zoo 2 decision tree by one
-measurable feature (DEFINING_FEATURES). The feature is measured (data.morphology) on the
-prototypes and on the real images of the class and of its contrast classes. A prototype
-carries its class's feature when its value is closer to its own class's real mean than to the
-real mean of every contrast class, i.e. it lies on its own class's side of each midpoint. An
-exaggerated feature (a bar stronger than any real one) therefore counts as carried.
+Each GZ2 class is told apart from its sibling(s) in the Galaxy Zoo 2 decision tree by measurable
+features (DEFINING_FEATURES): a barred disk without arms differs from an unbarred one by its bar
+and from a barred spiral by having no arms, so both are checked. Each feature is measured
+(data.morphology) on the prototypes and on the real images of the class and of its contrast
+classes. A prototype carries a feature when its value is closer to its own class's real mean than
+to the real mean of every contrast class, i.e. it lies on its own class's side of each midpoint;
+it carries its class when it carries every one of the class's features. An exaggerated feature
+(a bar stronger than any real one) therefore counts as carried.
 """
 
 from __future__ import annotations
@@ -27,24 +29,33 @@ class DefiningFeature:
     description: str
 
 
-DEFINING_FEATURES: dict[str, DefiningFeature] = {
-    "smooth-round": DefiningFeature("axis_ratio", ("smooth-in-between",), "rounder than in-between smooth galaxies"),
-    "smooth-in-between": DefiningFeature("axis_ratio", ("smooth-round", "smooth-cigar"),
-                                         "flatter than round, rounder than cigar-shaped smooth galaxies"),
-    "smooth-cigar": DefiningFeature("axis_ratio", ("smooth-in-between",), "flatter than in-between smooth galaxies"),
-    "edge-on-bulge": DefiningFeature("concentration", ("edge-on-no-bulge",),
-                                     "a central bulge: light more concentrated than a bulgeless edge-on disk's"),
-    "edge-on-no-bulge": DefiningFeature("concentration", ("edge-on-bulge",),
-                                        "no bulge: light less concentrated than a bulged edge-on disk's"),
-    "barred-spiral": DefiningFeature("bar_strength", ("unbarred-spiral",), "a bar: stronger inner m=2 than unbarred spirals"),
-    "barred-no-spiral": DefiningFeature("bar_strength", ("unbarred-no-spiral",),
-                                        "a bar: stronger inner m=2 than unbarred featureless disks"),
-    "unbarred-spiral": DefiningFeature("arm_strength", ("unbarred-no-spiral",),
-                                       "spiral arms: more outer non-axisymmetric light than disks without arms"),
-    "unbarred-no-spiral": DefiningFeature("arm_strength", ("unbarred-spiral",),
-                                          "no arms: less outer non-axisymmetric light than spiral disks"),
+_BAR_OVER_UNBARRED_SPIRAL = DefiningFeature("bar_strength", ("unbarred-spiral",), "a bar: stronger inner m=2 than unbarred spirals")
+_BAR_OVER_UNBARRED_DISK = DefiningFeature("bar_strength", ("unbarred-no-spiral",),
+                                          "a bar: stronger inner m=2 than unbarred featureless disks")
+DEFINING_FEATURES: dict[str, tuple[DefiningFeature, ...]] = {
+    "smooth-round": (DefiningFeature("axis_ratio", ("smooth-in-between",), "rounder than in-between smooth galaxies"),),
+    "smooth-in-between": (DefiningFeature("axis_ratio", ("smooth-round", "smooth-cigar"),
+                                          "flatter than round, rounder than cigar-shaped smooth galaxies"),),
+    "smooth-cigar": (DefiningFeature("axis_ratio", ("smooth-in-between",), "flatter than in-between smooth galaxies"),),
+    "edge-on-bulge": (DefiningFeature("concentration", ("edge-on-no-bulge",),
+                                      "a central bulge: light more concentrated than a bulgeless edge-on disk's"),),
+    "edge-on-no-bulge": (DefiningFeature("concentration", ("edge-on-bulge",),
+                                         "no bulge: light less concentrated than a bulged edge-on disk's"),),
+    "barred-spiral": (_BAR_OVER_UNBARRED_SPIRAL,
+                      DefiningFeature("arm_strength", ("barred-no-spiral",),
+                                      "spiral arms: more outer non-axisymmetric light than barred disks without arms")),
+    "barred-no-spiral": (_BAR_OVER_UNBARRED_DISK,
+                         DefiningFeature("arm_strength", ("barred-spiral",),
+                                         "no arms: less outer non-axisymmetric light than barred spirals")),
+    "unbarred-spiral": (DefiningFeature("arm_strength", ("unbarred-no-spiral",),
+                                        "spiral arms: more outer non-axisymmetric light than disks without arms"),
+                        DefiningFeature("bar_strength", ("barred-spiral",), "no bar: weaker inner m=2 than barred spirals")),
+    "unbarred-no-spiral": (DefiningFeature("arm_strength", ("unbarred-spiral",),
+                                           "no arms: less outer non-axisymmetric light than spiral disks"),
+                           DefiningFeature("bar_strength", ("barred-no-spiral",),
+                                           "no bar: weaker inner m=2 than barred disks without arms")),
 }
-"""Class -> the feature that separates it from its Galaxy Zoo 2 sibling class(es)."""
+"""Class -> the features that separate it from each of its Galaxy Zoo 2 sibling classes."""
 
 
 def _check_images(images: np.ndarray, labels: np.ndarray, class_count: int, what: str) -> None:
@@ -71,12 +82,13 @@ def ground_truth_check(
     real_labels: np.ndarray,
     class_names: list[str],
 ) -> dict[str, Any]:
-    """Per class: does the prototype set carry the class's defining feature? A JSON-serialisable dict.
+    """Per class: does the prototype set carry the class's defining features? A JSON-serialisable dict.
 
-    `classes[name]` holds the feature, the mean of the class's prototypes (prototype_value), the
-    real means of the class and of its contrast classes, `carried` for that mean and
-    `carried_fraction` over the individual prototypes. Classes without a known defining feature,
-    without prototypes, or whose contrast classes are absent are listed in `skipped` with the reason.
+    `classes[name]["features"]` holds, per feature, the mean of the class's prototypes (prototype_value),
+    the real means of the class and of its contrast classes, `carried` for that mean and `carried_fraction`
+    over the individual prototypes; `classes[name]["carried"]` is whether every feature is carried, and its
+    `carried_fraction` the share of prototypes that carry all of them. Classes without a known defining
+    feature, without prototypes, or whose contrast classes are absent are listed in `skipped` with the reason.
     """
     prototype_labels = np.asarray(prototype_labels)
     real_labels = np.asarray(real_labels)
@@ -92,33 +104,46 @@ def ground_truth_check(
     skipped: dict[str, str] = {}
     present = {name for k, name in enumerate(class_names) if (real_labels == k).any()}
     for k, name in enumerate(class_names):
-        feature = DEFINING_FEATURES.get(name)
-        if feature is None:
+        features = DEFINING_FEATURES.get(name)
+        if features is None:
             skipped[name] = "no defining feature is known for this class"
             continue
-        missing = [c for c in (name, *feature.contrast_classes) if c not in present]
+        needed = dict.fromkeys(c for feature in features for c in (name, *feature.contrast_classes))
+        missing = [c for c in needed if c not in present]
         if missing:
             skipped[name] = f"no real images of {', '.join(missing)}"
             continue
-        values = prototype_features[feature.measurement][prototype_labels == k]
-        if len(values) == 0:
+        mine = prototype_labels == k
+        if not mine.any():
             skipped[name] = "no prototypes of this class"
             continue
-        own = real_mean(feature.measurement, name)
-        contrasts = {c: real_mean(feature.measurement, c) for c in feature.contrast_classes}
-        value = float(np.nanmean(values))
+        checks = []
+        carried_by_each = np.ones(int(mine.sum()), dtype=bool)
+        for feature in features:
+            values = prototype_features[feature.measurement][mine]
+            own = real_mean(feature.measurement, name)
+            contrasts = {c: real_mean(feature.measurement, c) for c in feature.contrast_classes}
+            value = float(np.nanmean(values))
+            each = np.array([_carries(float(v), own, contrasts) for v in values])
+            carried_by_each &= each
+            checks.append({
+                "feature": feature.measurement,
+                "description": feature.description,
+                "prototype_value": _json_number(value),
+                "own_class_mean": _json_number(own),
+                "contrast_class_means": {c: _json_number(v) for c, v in contrasts.items()},
+                "carried": _carries(value, own, contrasts),
+                "carried_fraction": float(each.mean()),
+            })
         classes[name] = {
-            "feature": feature.measurement,
-            "description": feature.description,
-            "prototype_value": _json_number(value),
-            "prototype_count": len(values),
-            "own_class_mean": _json_number(own),
-            "contrast_class_means": {c: _json_number(v) for c, v in contrasts.items()},
-            "carried": _carries(value, own, contrasts),
-            "carried_fraction": float(np.mean([_carries(float(v), own, contrasts) for v in values])),
+            "features": checks,
+            "prototype_count": int(mine.sum()),
+            "carried": all(check["carried"] for check in checks),
+            "carried_fraction": float(carried_by_each.mean()),
         }
     return {
-        "rule": "carried: the prototypes' mean feature is closer to its own class's real mean than to each contrast class's",
+        "rule": "a feature is carried when the prototypes' mean value is closer to its own class's real mean than to each "
+                "contrast class's; a class is carried when every one of its features is",
         "classes": classes,
         "carried_count": sum(result["carried"] for result in classes.values()),
         "checked_count": len(classes),

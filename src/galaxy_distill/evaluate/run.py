@@ -60,6 +60,9 @@ def partial_results_path(output: Path) -> Path:
 
 def run_description(run: Path | None) -> dict[str, Any]:
     """The distillation settings saved in a run directory ({} when there is no run directory)."""
+    if run is not None and not run.exists():
+        raise GalaxyDistillError(f"--run {run}: not found; pass a run directory written by `galaxy-distill distill` "
+                                 "(or its synthetic.safetensors)")
     if run is None or not run.is_dir():
         return {}
     described = read_json(run / "settings.json")

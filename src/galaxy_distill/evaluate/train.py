@@ -15,12 +15,12 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from galaxy_distill import distributed
 from galaxy_distill.data.augment import DiffAugment
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.models.spec import ModelSpec
+from galaxy_distill.progress import progress
 from galaxy_distill.runtime import seeded_generator
 
 DIVERGENCE_CHECK_EPOCHS = 50
@@ -127,7 +127,7 @@ def evaluate_image_set(spec: ModelSpec, train: tuple[torch.Tensor, torch.Tensor]
     Under torchrun the ranks train one network each per round and all return every result.
     """
     by_index: dict[int, dict[str, Accuracy]] = {}
-    progress = tqdm(total=num_networks, desc=description, unit="net", leave=False, disable=distributed.progress_disabled())
+    bar = progress(total=num_networks, desc=description, unit="net", leave=False, main_process=distributed.is_main())
     for index in distributed.rounds(range(num_networks)):
         outcome = None
         if index is not None:
@@ -143,8 +143,8 @@ def evaluate_image_set(spec: ModelSpec, train: tuple[torch.Tensor, torch.Tensor]
             if log is not None and seconds is not None:
                 log.record(number, accuracies, seconds)
             by_index[number] = accuracies
-            progress.update(1)
-    progress.close()
+            bar.update(1)
+    bar.close()
     results = {name: [by_index[number][name] for number in range(num_networks)] for name in tests}
     return {
         name: EvaluationSummary(

@@ -29,10 +29,11 @@ from galaxy_distill.config import settings_differences
 from galaxy_distill.data.augment import AugmentDraw, DiffAugment
 from galaxy_distill.data.registry import PreparedDataset
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.experts.settings import ExpertSettings
+from galaxy_distill.experts.settings import ExpertSettings, automatic_batch_size, few_steps_warning
 from galaxy_distill.experts.store import MANIFEST_FILE, expert_file_name, parse_manifest
 from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.models.spec import ModelSpec
+from galaxy_distill.progress import progress
 from galaxy_distill.runtime import (
     CapturedCall,
     configure_backends,
@@ -163,7 +164,7 @@ def _epoch_draws(augment: DiffAugment, count: int, num_images: int, batch_size: 
 
 
 def _train_group(settings: ExpertSettings, step_gradients: ExpertStep, expert_ids: list[int], train: tuple[torch.Tensor, torch.Tensor],
-                 test: tuple[torch.Tensor, torch.Tensor], augment: DiffAugment, progress: tqdm) -> tuple[torch.Tensor, torch.Tensor]:
+                 test: tuple[torch.Tensor, torch.Tensor], augment: DiffAugment, bar: tqdm) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = train
     device = images.device
     flat_view = step_gradients.flat_view
@@ -205,8 +206,8 @@ def _train_group(settings: ExpertSettings, step_gradients: ExpertStep, expert_id
         trajectory[:, epoch + 1] = flats.cpu()
         if (epoch + 1) % settings.test_every == 0 or epoch + 1 == settings.epochs:
             accuracy[:, epoch] = step_gradients.accuracy(flats, *test).cpu()
-            progress.set_postfix(test_acc=f"{accuracy[:, epoch].mean():.3f}")
-        progress.update(count)
+            bar.set_postfix(test_acc=f"{accuracy[:, epoch].mean():.3f}")
+        bar.update(count)
     return trajectory, accuracy
 
 
@@ -221,6 +222,14 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     """
     device = distributed.setup(resolve_device(settings.device))
     configure_backends(device)
+    train_images = len(dataset.labels("train"))
+    if settings.batch_size is None:
+        # Stored as the number chosen, so that a resumed run trains on with the same batches.
+        settings = settings.model_copy(update={"batch_size": automatic_batch_size(train_images)})
+    else:
+        warning = few_steps_warning(train_images, settings.batch_size)
+        if warning and distributed.is_main():
+            tqdm.write(warning, file=sys.stderr)
     spec = model_spec_for(settings, dataset)
     flat_view = FlatParams(spec.build().to(device))
     resolved = json.loads(settings.model_dump_json())
@@ -258,10 +267,10 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     # One step object for every group: a compiled step is compiled once, not once a group.
     step_gradients = ExpertStep(flat_view, settings.precision, settings.compile)
     groups = [list(range(g, min(g + settings.parallel, settings.num_experts))) for g in range(0, settings.num_experts, settings.parallel)]
-    progress = tqdm(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
-                    desc="experts (expert-epochs)", unit="ep", disable=distributed.progress_disabled())
+    bar = progress(total=settings.num_experts * settings.epochs, initial=len(done) * settings.epochs,
+                   desc="experts (expert-epochs)", unit="ep", main_process=distributed.is_main())
     pending = [expert_ids for expert_ids in groups if not all(i in done for i in expert_ids)]
-    if settings.compile and pending and not distributed.progress_disabled():
+    if settings.compile and pending and distributed.is_main():
         # Otherwise the bar sits at its first epoch without a word while torch.compile works.
         tqdm.write("compiling the expert step (torch.compile): a minute or more before the first epoch")
 
@@ -283,7 +292,7 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
         """Adds a round's stored experts (every rank's) to the manifest, once this rank's files are written."""
         entries = [] if stored is None else stored.result()
         gathered = distributed.all_gather(entries)
-        progress.update(settings.epochs * (sum(map(len, gathered)) - len(entries)))
+        bar.update(settings.epochs * (sum(map(len, gathered)) - len(entries)))
         manifest["experts"] = sorted(manifest["experts"] + [entry for part in gathered for entry in part], key=lambda e: e["id"])
         if distributed.is_main():
             write_json(manifest_path, manifest)
@@ -300,7 +309,7 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
             if expert_ids is not None:
                 started = time.perf_counter()
                 try:
-                    trajectory, accuracy = _train_group(settings, step_gradients, expert_ids, train, test, augment, progress)
+                    trajectory, accuracy = _train_group(settings, step_gradients, expert_ids, train, test, augment, bar)
                 except BaseException:
                     if previous and distributed.world_size() == 1:
                         record_round(previous.pop())  # an error or Ctrl-C keeps the group that finished before
@@ -316,7 +325,7 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
         if previous:
             record_round(previous.pop())
     distributed.barrier()  # the manifest is complete when any rank returns
-    progress.close()
+    bar.close()
     return manifest_path
 
 

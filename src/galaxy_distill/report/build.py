@@ -48,7 +48,7 @@ from galaxy_distill.report.pixels import (
 )
 from galaxy_distill.report.run_contents import RunContents, load_run
 from galaxy_distill.runtime import seeded_generator
-from galaxy_distill.store import atomic_write_bytes
+from galaxy_distill.store import atomic_write_bytes, follow_umask
 
 REPORT_DIR = "report"
 GRID_PER_CLASS = 10
@@ -441,13 +441,13 @@ def morphology_section(report: _Report) -> Section:
 def ground_truth_section(report: _Report) -> Section:
     dataset = report.run.dataset
     check = ground_truth_check(report.shown, report.labels, dataset.images("train"), dataset.labels("train"), report.class_names)
-    rows = [[name, entry["feature"], entry["description"], Cell(_number(entry["prototype_value"]), True),
-             Cell(_number(entry["own_class_mean"]), True),
-             ", ".join(f"{c}: {_number(v)}" for c, v in entry["contrast_class_means"].items()),
-             "yes" if entry["carried"] else "no", Cell(f"{100 * entry['carried_fraction']:.0f}%", True)]
-            for name, entry in check["classes"].items()]
-    body = [paragraph(f"SimZoo classes differ from their Galaxy Zoo 2 siblings by one measurable feature. Rule: {check['rule']}. "
-                      f"Carried by {check['carried_count']} of {check['checked_count']} checked classes."),
+    rows = [[name, feature["feature"], feature["description"], Cell(_number(feature["prototype_value"]), True),
+             Cell(_number(feature["own_class_mean"]), True),
+             ", ".join(f"{c}: {_number(v)}" for c, v in feature["contrast_class_means"].items()),
+             "yes" if feature["carried"] else "no", Cell(f"{100 * feature['carried_fraction']:.0f}%", True)]
+            for name, entry in check["classes"].items() for feature in entry["features"]]
+    body = [paragraph(f"SimZoo classes differ from their Galaxy Zoo 2 siblings by measurable features. Rule: {check['rule']}. "
+                      f"Every feature is carried by {check['carried_count']} of {check['checked_count']} checked classes."),
             table(["class", "feature", "defining property", "prototype mean", "own class (real)", "contrast classes (real)",
                    "carried", "prototypes carrying"], rows)]
     if check["skipped"]:
@@ -545,6 +545,7 @@ def write_report(run_dir: Path) -> Path:
         page = render_page(f"galaxy_distill report: {run.directory.name}", f"What the network sees in {run.dataset.name}.",
                            _summary(report), sections)
         atomic_write_bytes(staging / "index.html", page.encode("utf-8"))
+        follow_umask(staging)
         _swap_in(staging, run.directory / REPORT_DIR)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

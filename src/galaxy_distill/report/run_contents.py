@@ -111,6 +111,19 @@ def _open_store(location: Any) -> tuple[ExpertStore | None, str | None]:
         return None, str(exc)
 
 
+def run_directories(path: Path) -> list[Path]:
+    """The distillation runs to report for `path`: the run itself, or the runs directly inside it (e.g. the demo's)."""
+    if not path.is_dir():
+        raise GalaxyDistillError(f"{path}: directory not found; pass a run directory written by `galaxy-distill distill`")
+    if (path / "settings.json").is_file():
+        return [path]
+    inside = sorted(child for child in path.iterdir() if (child / "settings.json").is_file() and (child / "synthetic.safetensors").is_file())
+    if not inside:
+        raise GalaxyDistillError(f"{path}: neither a run directory (no settings.json) nor a directory of runs; pass a "
+                                 "directory written by `galaxy-distill distill`")
+    return inside
+
+
 def load_run(run_dir: Path) -> RunContents:
     """Read a run directory written by `galaxy-distill distill` (and maybe `galaxy-distill evaluate`)."""
     settings_path = run_dir / "settings.json"
