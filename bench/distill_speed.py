@@ -29,6 +29,7 @@ from common import RESULTS, convolution_profile, environment, kernel_profile  # 
 
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
 from galaxy_distill.distill.matching import InnerLoop  # noqa: E402
+from galaxy_distill.distill.step_size import LearnedStepSizes  # noqa: E402
 from galaxy_distill.distributed import Shard  # noqa: E402
 from galaxy_distill.models import build_model  # noqa: E402
 from galaxy_distill.models.functional import FlatParams  # noqa: E402
@@ -88,20 +89,17 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
     flat_view, start, target, images, labels = matching_problem(config, device, generator, network)
     images.requires_grad_(True)
     count = len(images)
-    log_step = torch.tensor(-4.6, device=device, requires_grad=True)
+    step_sizes = LearnedStepSizes.start(0.01, 1, device)
     pixel_optimizer = torch.optim.SGD([images], lr=1000.0, momentum=0.5)
-    step_optimizer = torch.optim.Adam([log_step], lr=0.01)
     inner = InnerLoop(flat_view, config["syn_steps"], min(config["batch_syn"], count), DiffAugment(), chunk_size=chunk,
                       cuda_graphs=cuda_graphs, shard=shard, bf16=bf16, compile=compiled)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     def outer_iteration() -> torch.Tensor:
-        step = log_step.detach().exp()
-        gradients = inner.loss_and_gradients(images, labels, step, start, target, generator)
+        gradients = inner.loss_and_gradients(images, labels, step_sizes.values[0].clone(), start, target, generator)
         images.grad = gradients.images
-        log_step.grad = gradients.step_size * step
         pixel_optimizer.step()
-        step_optimizer.step()
+        step_sizes.step(0, gradients.step_size, 1e-5)
         return gradients.loss
 
     times = []
