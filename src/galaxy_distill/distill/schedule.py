@@ -112,9 +112,7 @@ class SelfAdaptiveSchedule:
         if self.fine_tune_since is None and probe_loss is not None and math.isfinite(probe_loss):
             self.probe_series.append(probe_loss)
         n = len(self.probe_series)
-        if n < 3 or n % self.check_every:
-            return events
-        if self.fine_tune_since is None and n > self.patience:
+        if self.fine_tune_since is None and n >= 3 and n % self.check_every == 0 and n > self.patience:
             self.fine_tune_since = iteration
             events.append(ScheduleEvent(iteration, "fine_tune", {"cap": self.cap, "points_without_growth": n}))
         if self.fine_tune_since is not None:
@@ -123,6 +121,8 @@ class SelfAdaptiveSchedule:
                 self.stopped = self.lr_factor < self.stop_factor
                 if self.stopped:
                     events.append(ScheduleEvent(iteration, "stop", {"pixel_lr_factor": self.lr_factor}))
+            return events
+        if n < 3 or n % self.check_every:
             return events
         r = pearson_with_index(self.probe_series)
         spread = 1.0 / math.sqrt(n - 2)
