@@ -197,10 +197,22 @@ def test_skip_bad_images_counts_what_it_skipped(small_root: Path) -> None:
     broken = image_path(small_root, 4)
     broken.write_bytes(broken.read_bytes()[:500])
     source = gz1.build(gz1_settings(small_root, per_class=3, crop_fraction=0.5, skip_bad_images=True))
-    assert len(source.images) == 8
-    assert source.notes[0] == "skipped 1 unreadable image(s)"
+    assert len(source.images) == 8  # its class has no other image to take its place
+    assert source.notes[0] == "skipped 1 unreadable image(s), replaced by others of their class"
     assert str(broken) in source.notes[1]
     assert broken.stem not in source.table["objid"].tolist()
+
+
+def test_a_skipped_image_is_replaced_by_another_of_its_class(small_root: Path) -> None:
+    settings = gz1_settings(small_root, per_class=2, crop_fraction=0.5, skip_bad_images=True)
+    chosen = gz1.build(settings).table["objid"].tolist()
+    broken = small_root / "images" / f"{chosen[0]}.jpeg"
+    broken.write_bytes(broken.read_bytes()[:500])
+    source = gz1.build(settings)
+    assert np.bincount(source.labels).tolist() == [2, 2, 2]
+    assert chosen[0] not in source.table["objid"].tolist()
+    assert chosen[1:] == [objid for objid in source.table["objid"] if objid in chosen]
+    assert str(broken) in source.notes[1]
 
 
 def test_missing_image_file_is_named(small_root: Path) -> None:

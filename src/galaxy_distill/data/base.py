@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,29 @@ def choose_per_class(
     rng = np.random.default_rng(seed)
     chosen = [np.sort(rng.choice(np.flatnonzero(labels == k), size=wanted, replace=False)) for k in range(len(class_names))]
     return np.concatenate(chosen)
+
+
+def load_with_replacements(labels: np.ndarray, chosen: np.ndarray, seed: int,
+                           load: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Load the `chosen` indices, replacing each one that `load` could not read by another of its class
+    (drawn in a seeded order) until every class is back to its count or out of images.
+
+    `load(indices)` reads those images and returns the ones it could read; returns all indices read, class by
+    class (as `choose_per_class` orders them)."""
+    class_count = int(labels.max()) + 1
+    wanted = np.bincount(labels[chosen], minlength=class_count)
+    rng = np.random.default_rng(seed + 1)
+    spare = [list(rng.permutation(np.setdiff1d(np.flatnonzero(labels == k), chosen))) for k in range(class_count)]
+    loaded = [load(np.asarray(chosen))]
+    while True:
+        counts = np.bincount(labels[np.concatenate(loaded)], minlength=class_count)
+        extra = [index for k in range(class_count) for index in spare[k][: max(0, wanted[k] - counts[k])]]
+        if not extra:
+            read = np.concatenate(loaded)
+            return read[np.lexsort((read, labels[read]))]
+        for k in range(class_count):
+            del spare[k][: max(0, wanted[k] - counts[k])]
+        loaded.append(load(np.sort(np.asarray(extra, dtype=np.int64))))
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

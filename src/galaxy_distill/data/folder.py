@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from galaxy_distill.data.base import PrepareSettings, SourceImages, choose_per_class
+from galaxy_distill.data.base import PrepareSettings, SourceImages, choose_per_class, load_with_replacements
 from galaxy_distill.data.fits import BANDS, STRETCH_PARAMETERS, band_of, is_fits, read_fits_picture
 from galaxy_distill.data.images import BadImageError, crop_and_resize, load_cutouts, read_rgb
 from galaxy_distill.errors import GalaxyDistillError
@@ -223,18 +223,16 @@ def load_balanced(tree: ClassTree, settings: PrepareSettings) -> tuple[LoadedPic
     class_count = len(tree.class_names)
     chosen = choose_per_class(tree.labels, tree.class_names, settings.per_class, settings.seed, str(tree.root))
     wanted = len(chosen) // class_count
-    rng = np.random.default_rng(settings.seed + 1)
-    spare = [list(rng.permutation(np.setdiff1d(np.flatnonzero(tree.labels == k), chosen))) for k in range(class_count)]
-    parts = [load_pictures([tree.pictures[i] for i in chosen], settings, "folder images")]
-    while True:
-        counts = np.bincount([p.label for part in parts for p in part.pictures], minlength=class_count)
-        extra = [index for k in range(class_count) for index in spare[k][: wanted - counts[k]]]
-        if not extra:
-            break
-        for k in range(class_count):
-            del spare[k][: wanted - counts[k]]
-        parts.append(load_pictures([tree.pictures[i] for i in sorted(extra)], settings, "folder replacement images",
-                                   require_some=False))
+    parts: list[LoadedPictures] = []
+
+    def load(indices: np.ndarray) -> np.ndarray:
+        part = load_pictures([tree.pictures[i] for i in indices], settings,
+                             "folder replacement images" if parts else "folder images", require_some=not parts)
+        parts.append(part)
+        read = {id(picture) for picture in part.pictures}
+        return np.array([i for i in indices if id(tree.pictures[i]) in read], dtype=np.int64)
+
+    load_with_replacements(np.asarray(tree.labels), chosen, settings.seed, load)
     loaded = merged(parts)
     notes = []
     total = np.bincount(tree.labels, minlength=class_count)

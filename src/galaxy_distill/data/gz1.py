@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galaxy_distill.data.base import PrepareSettings, SourceImages, choose_per_class
+from galaxy_distill.data.base import PrepareSettings, SourceImages, choose_per_class, load_with_replacements
 from galaxy_distill.data.images import crop_and_resize, load_cutouts, read_rgb
 from galaxy_distill.data.locations import default_root, require_dir, require_file
 from galaxy_distill.errors import GalaxyDistillError
@@ -54,18 +54,28 @@ def build(settings: PrepareSettings) -> SourceImages:
     table = table[table["CLASS"].map(GZ1_TO_CLASS).isin(class_names)].reset_index(drop=True)
     labels = table["CLASS"].map(GZ1_TO_CLASS).map(class_names.index).to_numpy(np.int64)
     chosen = choose_per_class(labels, class_names, settings.per_class, settings.seed, str(root / "labels.csv"))
-    table = table.iloc[chosen].reset_index(drop=True)
     paths = [root / "images" / f"{objid}.jpeg" for objid in table["OBJID"]]
+    cutouts: dict[int, np.ndarray] = {}
+    problems: list[str] = []
 
     def cutout(path: Path) -> np.ndarray:
         return crop_and_resize(read_rgb(path), settings.crop_fraction, settings.size, path)
 
-    images, kept, problems = load_cutouts(paths, cutout, settings.skip_bad_images, settings.workers, "gz1-sdss images")
-    table = table.iloc[kept].reset_index(drop=True)
-    notes = [f"skipped {len(problems)} unreadable image(s)"] + problems[:20] if problems else []
+    def load(indices: np.ndarray) -> np.ndarray:
+        # An unreadable image (with --skip-bad-images) is replaced by another of its class, keeping the classes balanced.
+        images, kept, skipped = load_cutouts([paths[i] for i in indices], cutout, settings.skip_bad_images,
+                                             settings.workers, "gz1-sdss images", require_some=not cutouts)
+        cutouts.update(zip(indices[kept].tolist(), images))
+        problems.extend(skipped)
+        return indices[kept]
+
+    read = load_with_replacements(labels, chosen, settings.seed, load)
+    images = np.stack([cutouts[i] for i in read.tolist()])
+    table = table.iloc[read].reset_index(drop=True)
+    notes = [f"skipped {len(problems)} unreadable image(s), replaced by others of their class"] + problems[:20] if problems else []
     return SourceImages(
         images=images,
-        labels=labels[chosen][kept],
+        labels=labels[read],
         class_names=class_names,
         provenance={
             "source": str(root),
