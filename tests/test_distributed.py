@@ -8,6 +8,7 @@ process computes with one thread, so both do the same floating-point operations 
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import json
 import os
@@ -130,11 +131,11 @@ def test_distill_in_two_processes_gives_the_same_images(workspace: Path, tmp_pat
     assert torch.equal(shared["labels"], alone["labels"])
     torch.testing.assert_close(shared["step_size"], alone["step_size"], rtol=1e-5, atol=0)
     assert sorted(path.name for path in runs[2].rglob("*")) == sorted(path.name for path in runs[1].rglob("*"))
-    rows = {nproc: (run / "metrics.csv").read_text().splitlines()[1:] for nproc, run in runs.items()}
+    rows = {nproc: list(csv.DictReader((run / "metrics.csv").open())) for nproc, run in runs.items()}
     for row_alone, row_shared in zip(rows[1], rows[2], strict=True):
-        loss_alone, loss_shared = float(row_alone.split(",")[1]), float(row_shared.split(",")[1])
-        assert loss_shared == pytest.approx(loss_alone, rel=1e-5)
-        assert row_shared.split(",")[7:9] == row_alone.split(",")[7:9]  # validation and test accuracy
+        assert float(row_shared["loss"]) == pytest.approx(float(row_alone["loss"]), rel=1e-5)
+        for column in ("val_accuracy", "test_accuracy"):
+            assert row_shared[column] == row_alone[column]
 
 
 def test_evaluate_in_two_processes_gives_the_same_accuracies(workspace: Path, tmp_path: Path) -> None:
