@@ -3,6 +3,9 @@
     python bench/faithful.py --dataset cifar10-zca --experts WS/experts/cifar10-zca --peer .peer/harness \
         --ipcs 1 10 --iterations 500 --out bench/results/faithful/cifar10_zca.json
 
+With --seeds 0 1 2 every distillation runs once per seed (the reference loop's --seed, ours' --seed): MTT's
+learned step size at IPC 10 depends on the draws in both loops, so single runs are compared only as a spread.
+
 For each IPC the three distillations run at once (separate processes on the same GPU), with MTT's
 published CIFAR-10 hyperparameters (IPC 1: 50 steps, M 2, max start epoch 2, lr_img 100, lr_lr 1e-7;
 IPC 10: 30 steps, M 2, max start epoch 20, lr_img 1e5, lr_lr 1e-5; lr_teacher 0.01; STM with M 1).
@@ -52,21 +55,26 @@ def run_logged(command: list[str], log: Path) -> None:
         raise RuntimeError(f"{' '.join(command)} failed with {code}; see {log}")
 
 
-def distill_commands(args: argparse.Namespace, ipc: int, work: Path) -> dict[str, list[str]]:
+def run_name(method: str, ipc: int, seed: int) -> str:
+    return f"{method}-ipc{ipc}-seed{seed}"
+
+
+def distill_commands(args: argparse.Namespace, ipc: int, seed: int, work: Path) -> dict[str, list[str]]:
     p = {**PUBLISHED[ipc], **(args.override or {})}
     ours = ["--dataset", args.dataset, "--experts", str(args.experts), "--ipc", str(ipc), "--syn-steps", str(p["syn_steps"]),
             "--max-start-epoch", str(p["max_start_epoch"]), "--lr-img", str(p["lr_img"]), "--lr-lr", str(p["lr_lr"]),
             "--lr-init", str(p["lr_teacher"]), "--iterations", str(args.iterations), "--eval-every", str(args.iterations),
-            "--device", args.device]
+            "--eval-nets", "1", "--eval-epochs", "50", "--seed", str(seed), "--device", args.device]
     return {
         "mtt-reference": [sys.executable, str(args.peer / "peer_accuracy.py"), "--experts", str(args.experts),
                           "--dataset", args.dataset, "--ipc", str(ipc), "--syn-steps", str(p["syn_steps"]),
                           "--expert-epochs", str(p["expert_epochs"]), "--max-start-epoch", str(p["max_start_epoch"]),
                           "--lr-img", str(p["lr_img"]), "--lr-lr", str(p["lr_lr"]), "--lr-teacher", str(p["lr_teacher"]),
-                          "--iterations", str(args.iterations), "--device", args.device, "--out", str(work / f"mtt-reference-ipc{ipc}")],
+                          "--iterations", str(args.iterations), "--seed", str(seed), "--device", args.device,
+                          "--out", str(work / run_name("mtt-reference", ipc, seed))],
         "mtt": [*CLI, "distill", *ours, "--method", "mtt", "--expert-epochs", str(p["expert_epochs"]),
-                "--out", str(work / f"mtt-ipc{ipc}")],
-        "stm": [*CLI, "distill", *ours, "--method", "stm", "--expert-epochs", "1", "--out", str(work / f"stm-ipc{ipc}")],
+                "--out", str(work / run_name("mtt", ipc, seed))],
+        "stm": [*CLI, "distill", *ours, "--method", "stm", "--expert-epochs", "1", "--out", str(work / run_name("stm", ipc, seed))],
     }
 
 
@@ -76,6 +84,9 @@ def main() -> None:
     parser.add_argument("--experts", type=Path, required=True)
     parser.add_argument("--peer", type=Path, required=True, help="folder with peer_accuracy.py and mtt_reference.py")
     parser.add_argument("--ipcs", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", default=["mtt-reference", "mtt", "stm", "random"],
+                        choices=["mtt-reference", "mtt", "stm", "random"])
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--num-eval", type=int, default=5)
     parser.add_argument("--eval-epochs", type=int, default=1000)
@@ -96,40 +107,43 @@ def main() -> None:
     }
     if args.out.is_file():
         record["results"] = read_json(args.out).get("results", [])
-    done = {(entry["ipc"], entry["method"]) for entry in record["results"]}
+    done = {(entry["ipc"], entry["method"], entry.get("seed", 0)) for entry in record["results"]}
 
-    jobs = {(ipc, method): command for ipc in args.ipcs for method, command in distill_commands(args, ipc, args.work).items()
-            if (ipc, method) not in done and not (args.work / f"{method}-ipc{ipc}" / "synthetic.safetensors").is_file()}
+    jobs = {(ipc, method, seed): command for ipc in args.ipcs for seed in args.seeds
+            for method, command in distill_commands(args, ipc, seed, args.work).items()
+            if method in args.methods and (ipc, method, seed) not in done
+            and not (args.work / run_name(method, ipc, seed) / "synthetic.safetensors").is_file()}
     with ThreadPoolExecutor(len(jobs) or 1) as pool:
-        for future in [pool.submit(run_logged, command, args.work / f"{method}-ipc{ipc}.log")
-                       for (ipc, method), command in jobs.items()]:
+        for future in [pool.submit(run_logged, command, args.work / f"{run_name(*key)}.log") for key, command in jobs.items()]:
             future.result()
 
-    def evaluate(ipc: int, method: str) -> dict:
-        out = args.work / f"eval-{method}-ipc{ipc}.json"
+    def evaluate(ipc: int, method: str, seed: int) -> dict:
+        out = args.work / f"eval-{run_name(method, ipc, seed)}.json"
         common = ["--num-eval", str(args.num_eval), "--epochs", str(args.eval_epochs), "--device", args.device, "--out", str(out)]
         if method == "random":
             command = [*CLI, "evaluate", "--dataset", args.dataset, "--baselines", "random", "--ipc", str(ipc), *common]
             learned = None
         else:
-            run = args.work / f"{method}-ipc{ipc}"
+            run = args.work / run_name(method, ipc, seed)
             command = [*CLI, "evaluate", "--run", str(run), *common]
             learned = load_synthetic(run)[2]
-        run_logged(command, args.work / f"eval-{method}-ipc{ipc}.log")
+        run_logged(command, args.work / f"eval-{run_name(method, ipc, seed)}.log")
         entry = read_json(out)
         entry = entry["results"][0] if isinstance(entry, dict) else entry[0]
-        return {"dataset": args.dataset, "ipc": ipc, "method": method, "acc_mean": 100 * entry["acc_mean"],
+        return {"dataset": args.dataset, "ipc": ipc, "method": method, "seed": seed, "acc_mean": 100 * entry["acc_mean"],
                 "acc_std": 100 * entry["acc_std"], "iterations": None if method == "random" else args.iterations,
                 "learned_lr": learned, "eval_lr": entry["lr"], "accuracies": [100 * a for a in entry["accuracies"]]}
 
-    pending = [(ipc, method) for ipc in args.ipcs for method in ("mtt-reference", "mtt", "stm", "random")
-               if (ipc, method) not in done]
+    # Random real images need one evaluation per IPC, not one per distillation seed.
+    pending = [(ipc, method, seed) for ipc in args.ipcs for method in args.methods
+               for seed in (args.seeds[:1] if method == "random" else args.seeds) if (ipc, method, seed) not in done]
     with ThreadPoolExecutor(len(pending) or 1) as pool:
         for entry in pool.map(lambda key: evaluate(*key), pending):
             record["results"].append(entry)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             write_json(args.out, record)
-            print(f"IPC {entry['ipc']:3d} {entry['method']:14s} {entry['acc_mean']:.1f} ± {entry['acc_std']:.1f}", flush=True)
+            print(f"IPC {entry['ipc']:3d} {entry['method']:14s} seed {entry['seed']} {entry['acc_mean']:.1f} ± "
+                  f"{entry['acc_std']:.1f}", flush=True)
     write_json(args.out, record)
 
 
