@@ -36,6 +36,7 @@ from galaxy_distill.data.registry import prepare
 from galaxy_distill.distill.checkpoint import load_checkpoint
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts import ExpertStore
+from galaxy_distill.rundir import RunDir
 from galaxy_distill.store import read_json
 
 KILLS_PER_COMMAND = 3
@@ -182,7 +183,7 @@ def assert_same_distillation(run: Path, expected: Path) -> None:
             return [{key: value for key, value in row.items() if key != "seconds"} for row in csv.DictReader(handle)]
 
     assert rows(run) == rows(expected)
-    mine, theirs = load_checkpoint(run), load_checkpoint(expected)
+    mine, theirs = load_checkpoint(RunDir(run)), load_checkpoint(RunDir(expected))
     assert mine is not None and theirs is not None and mine[0].keys() == theirs[0].keys()
     assert all(mine[0][key].equal(theirs[0][key]) for key in theirs[0])
 
@@ -193,7 +194,7 @@ def test_distill_killed_and_resumed_equals_an_uninterrupted_run(reference: Pipel
     run = tmp_path / "run"
 
     def resume_state_loads() -> None:
-        load_checkpoint(run)
+        load_checkpoint(RunDir(run))
 
     args = DISTILL + ["--experts", str(reference.experts), "--out", str(run), "--resume"]
     kills = kill_repeatedly("distill", args, home, lambda: checkpoint_iteration(run) // 2, resume_state_loads, run)

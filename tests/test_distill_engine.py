@@ -12,7 +12,8 @@ from shared_paths import GZ1_ROOT
 from galaxy_distill.config import settings_differences
 from galaxy_distill.data import PrepareSettings, prepare
 from galaxy_distill.distill.matching import InnerLoop
-from galaxy_distill.distill.run import distill, load_synthetic
+from galaxy_distill.distill.run import distill
+from galaxy_distill.rundir import load_synthetic
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.evaluate.baselines import baseline_set
 from galaxy_distill.evaluate.train import TrainingProtocol, evaluate_image_set

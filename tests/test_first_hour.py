@@ -22,7 +22,7 @@ from galaxy_distill.distill.fresh_start import removed_if_start_fails
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.evaluate.settings import EvaluateSettings
-from galaxy_distill.report.run_contents import run_directories
+from galaxy_distill.rundir import run_directories
 from galaxy_distill.experts.settings import ExpertSettings, automatic_batch_size, few_steps_warning
 
 

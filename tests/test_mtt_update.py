@@ -24,6 +24,7 @@ from galaxy_distill.distill.run import distill, initial_images
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.experts import ExpertStore
 from galaxy_distill.models.functional import FlatParams
+from galaxy_distill.rundir import RunDir
 
 ITERATIONS = 3
 
@@ -83,7 +84,7 @@ def test_one_outer_update_follows_the_reference_statements(tiny: TinyWorkspace, 
     images, labels = initial_images(settings, dataset)
     expected = reference_mtt(settings, store, FlatParams(store.model_spec.build()), images, labels, draws)
 
-    tensors, _, _ = load_checkpoint(run_dir)
+    tensors, _, _ = load_checkpoint(RunDir(run_dir))
     torch.testing.assert_close(tensors["images"], expected["images"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(tensors["pixel.0.momentum_buffer"], expected["pixel_momentum"], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(tensors["step_sizes"], expected["step_size"].reshape(1), rtol=1e-5, atol=0)

@@ -27,7 +27,8 @@ from reliability_helpers import (
 from galaxy_distill.data.registry import load_prepared
 from galaxy_distill.distill import run as distill_run
 from galaxy_distill.distill.matching import InnerLoop, MatchingGradients
-from galaxy_distill.distill.run import MAX_FAULTS_IN_A_ROW, distill
+from galaxy_distill.distill.faults import MAX_FAULTS_IN_A_ROW
+from galaxy_distill.distill.run import distill
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.experts import ExpertStore
 from galaxy_distill.store import read_json, save_tensors, write_json

@@ -200,7 +200,7 @@ def report_command(run: Annotated[Path, typer.Argument(help=(
         "A distillation run directory, or a directory of runs (such as the demo's): each run in it is reported."))]) -> None:
     """Write RUN/report/index.html: a self-contained page of prototypes, curves, evaluation, neighbours and saliency."""
     from galaxy_distill.report import write_report
-    from galaxy_distill.report.run_contents import run_directories
+    from galaxy_distill.rundir import run_directories
 
     for run_dir in run_directories(run):
         typer.echo(f"wrote {write_report(run_dir)}")

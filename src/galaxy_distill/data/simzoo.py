@@ -218,6 +218,26 @@ def sample_parameters(seed: int, class_index: int, index: int) -> dict[str, Any]
                psf_g1=float(rng.normal(0, SHARED.psf_shear_sigma)), psf_g2=float(rng.normal(0, SHARED.psf_shear_sigma)),
                sky_r_mag_arcsec2=_uniform(rng, SHARED.sky_r_mag_arcsec2))
 
+    row.update(_bulge_and_disk(rng, recipe, radius))
+    bar = _bar(rng, recipe, row["disk_scale_radius_arcsec"])
+    row.update(bar)
+    row.update(_arms(rng, recipe, row["disk_scale_radius_arcsec"], bar))
+
+    knot_count = int(rng.integers(recipe.knot_count[0], recipe.knot_count[1] + 1))
+    knot_g_r = _uniform(rng, SHARED.knot_g_r)
+    row.update(knot_count=knot_count, knot_fraction=_uniform(rng, SHARED.knot_fraction) if knot_count else 0.0,
+               knot_g_r=knot_g_r if knot_count else nan, knot_r_i=_r_minus_i(knot_g_r, rng) if knot_count else nan)
+    row.update(arm_contrast=_arm_contrast(row))
+
+    row.update(_field(rng))
+    row.update(_total_magnitudes(row))
+    return row
+
+
+def _bulge_and_disk(rng: np.random.Generator, recipe: ClassRecipe, radius: float) -> dict[str, Any]:
+    """The bulge, and the disk of classes with one (NaN for the others), from the galaxy's half-light radius."""
+    nan = float("nan")
+    row: dict[str, Any] = {}
     bulge_fraction = _uniform(rng, recipe.bulge_fraction)
     bulge_g_r = _uniform(rng, recipe.bulge_g_r)
     row.update(bulge_fraction=bulge_fraction, bulge_sersic_n=_sersic_index(rng, recipe.bulge_sersic_n),
@@ -241,7 +261,11 @@ def sample_parameters(seed: int, class_index: int, index: int) -> dict[str, Any]
         row.update(bulge_half_light_arcsec=radius * _uniform(rng, recipe.bulge_radius_ratio),
                    bulge_axis_ratio=math.sqrt(cos_i**2 + flattening**2 * (1 - cos_i**2)))
     row.update(disk)
+    return row
 
+
+def _bar(rng: np.random.Generator, recipe: ClassRecipe, disk_scale_radius: float) -> dict[str, Any]:
+    nan = float("nan")
     bar = {"bar_fraction": 0.0, "bar_weak": False, "bar_sersic_n": nan, "bar_length_arcsec": nan,
            "bar_axis_ratio": nan, "bar_angle_deg": nan, "bar_g_r": nan, "bar_r_i": nan}
     if recipe.barred:
@@ -249,11 +273,14 @@ def sample_parameters(seed: int, class_index: int, index: int) -> dict[str, Any]
         bar_g_r = _uniform(rng, SHARED.bar_g_r)
         bar.update(bar_fraction=_uniform(rng, SHARED.weak_bar_fraction if weak else SHARED.bar_fraction),
                    bar_weak=weak, bar_sersic_n=_sersic_index(rng, SHARED.bar_sersic_n),
-                   bar_length_arcsec=disk["disk_scale_radius_arcsec"] * _uniform(rng, SHARED.bar_length_ratio),
+                   bar_length_arcsec=disk_scale_radius * _uniform(rng, SHARED.bar_length_ratio),
                    bar_axis_ratio=_uniform(rng, SHARED.bar_axis_ratio), bar_angle_deg=_uniform(rng, (0.0, 180.0)),
                    bar_g_r=bar_g_r, bar_r_i=_r_minus_i(bar_g_r, rng))
-    row.update(bar)
+    return bar
 
+
+def _arms(rng: np.random.Generator, recipe: ClassRecipe, disk_scale_radius: float, bar: dict[str, Any]) -> dict[str, Any]:
+    nan = float("nan")
     arms = {"arm_fraction": 0.0, "arms_weak": False, "arm_number": 0, "pitch_angle_deg": nan, "arm_width_power": nan,
             "arm_winding": 0, "arm_phase_deg": nan, "arm_inner_radius_arcsec": nan, "arm_g_r": nan, "arm_r_i": nan}
     if recipe.spiral:
@@ -261,7 +288,7 @@ def sample_parameters(seed: int, class_index: int, index: int) -> dict[str, Any]
         arm_number = int(rng.choice(SHARED.arm_numbers, p=SHARED.arm_number_weights))
         pitch = _uniform(rng, SHARED.pitch_angle_deg)
         winding = int(rng.choice([-1, 1]))
-        scale_radius = disk["disk_scale_radius_arcsec"]
+        scale_radius = disk_scale_radius
         if recipe.barred:
             inner = bar["bar_length_arcsec"]
             # Arms start at the bar ends: put an arm crest on the bar's major axis at the inner radius.
@@ -275,14 +302,11 @@ def sample_parameters(seed: int, class_index: int, index: int) -> dict[str, Any]
                     arms_weak=weak, arm_number=arm_number, pitch_angle_deg=pitch,
                     arm_width_power=_uniform(rng, SHARED.arm_width_power), arm_winding=winding, arm_phase_deg=phase,
                     arm_inner_radius_arcsec=inner, arm_g_r=arm_g_r, arm_r_i=_r_minus_i(arm_g_r, rng))
-    row.update(arms)
+    return arms
 
-    knot_count = int(rng.integers(recipe.knot_count[0], recipe.knot_count[1] + 1))
-    knot_g_r = _uniform(rng, SHARED.knot_g_r)
-    row.update(knot_count=knot_count, knot_fraction=_uniform(rng, SHARED.knot_fraction) if knot_count else 0.0,
-               knot_g_r=knot_g_r if knot_count else nan, knot_r_i=_r_minus_i(knot_g_r, rng) if knot_count else nan)
-    row.update(arm_contrast=_arm_contrast(row))
 
+def _field(rng: np.random.Generator) -> dict[str, Any]:
+    """Foreground stars and neighbouring galaxies in the stamp."""
     stars = []
     for _ in range(rng.poisson(SHARED.stars_per_stamp)):
         x, y = _field_position(rng, SHARED.star_min_distance_arcsec)
@@ -295,10 +319,8 @@ def sample_parameters(seed: int, class_index: int, index: int) -> dict[str, Any]
         neighbours.append([x, y, round(_uniform(rng, SHARED.neighbour_r_mag), 3), g_r, _r_minus_i(g_r, rng),
                            float(rng.choice([1.0, 4.0])), round(_uniform(rng, SHARED.neighbour_radius_arcsec), 3),
                            round(_uniform(rng, (0.3, 1.0)), 3), round(_uniform(rng, (0.0, 180.0)), 2)])
-    row.update(star_count=len(stars), neighbour_count=len(neighbours),
-               stars_json=json.dumps(stars), neighbours_json=json.dumps(neighbours))
-    row.update(_total_magnitudes(row))
-    return row
+    return {"star_count": len(stars), "neighbour_count": len(neighbours), "stars_json": json.dumps(stars),
+            "neighbours_json": json.dumps(neighbours)}
 
 
 def _arm_contrast(p: Mapping[str, Any]) -> float:

@@ -1,8 +1,8 @@
 """Checkpoints of a distillation run: tensors in safetensors, the rest in JSON, every file written atomically.
 
-`checkpoint.json` names its tensor file (one per saved iteration) and that file's SHA-256, so
+The current checkpoint's JSON names its tensor file (one per saved iteration) and that file's SHA-256, so
 a torn, truncated or corrupt pair is detected; the previous intact pair is kept as
-`checkpoint.prev.json`. A new tensor file is written before the JSON that names it, and the
+the previous one (file names: rundir.RunDir). A new tensor file is written before the JSON that names it, and the
 current JSON becomes the previous one only if it is intact, so whenever the process is
 killed at least one intact pair stays on disk.
 """
@@ -15,17 +15,8 @@ from typing import Any
 import torch
 
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.store import (
-    file_matches,
-    load_tensors,
-    read_json,
-    save_tensors,
-    write_json,
-)
-
-CURRENT = "checkpoint.json"
-PREVIOUS = "checkpoint.prev.json"
-TENSOR_FILES = "checkpoint-*.safetensors"
+from galaxy_distill.rundir import RunDir
+from galaxy_distill.store import file_matches, load_tensors, read_json, save_tensors, write_json
 
 
 def optimizer_to_store(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -54,10 +45,6 @@ def optimizer_from_store(prefix: str, optimizer: torch.optim.Optimizer, tensors:
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def _tensor_file_name(iteration: int) -> str:
-    return f"checkpoint-{iteration:08d}.safetensors"
-
-
 def _read_meta(json_path: Path) -> dict[str, Any]:
     meta = read_json(json_path)
     if not isinstance(meta, dict) or not isinstance(meta.get("tensors_file"), str) or "tensors_sha256" not in meta:
@@ -78,40 +65,35 @@ def _intact_meta(json_path: Path) -> dict[str, Any] | None:
     return meta if file_matches(json_path.parent / meta["tensors_file"], meta["tensors_sha256"]) else None
 
 
-def save_checkpoint(run_dir: Path, iteration: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def save_checkpoint(run: RunDir, iteration: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write the checkpoint of `iteration`; the current one, if intact, becomes the previous one."""
-    tensors_file = _tensor_file_name(iteration)
-    digest = save_tensors(run_dir / tensors_file, tensors)
-    current = run_dir / CURRENT
-    replaced = _intact_meta(current)
-    moved = replaced is not None and replaced["tensors_file"] != tensors_file
+    tensors_path = run.checkpoint_tensors(iteration)
+    digest = save_tensors(tensors_path, tensors)
+    replaced = _intact_meta(run.checkpoint)
+    moved = replaced is not None and replaced["tensors_file"] != tensors_path.name
     if moved:
-        current.replace(run_dir / PREVIOUS)
-    write_json(current, {**meta, "tensors_file": tensors_file, "tensors_sha256": digest})
-    previous = replaced if moved else _intact_meta(run_dir / PREVIOUS)  # the moved one was just checked
-    referenced = {tensors_file} | ({previous["tensors_file"]} if previous is not None else set())
-    for stale in run_dir.glob(TENSOR_FILES):
+        run.checkpoint.replace(run.previous_checkpoint)
+    write_json(run.checkpoint, {**meta, "tensors_file": tensors_path.name, "tensors_sha256": digest})
+    previous = replaced if moved else _intact_meta(run.previous_checkpoint)  # the moved one was just checked
+    referenced = {tensors_path.name} | ({previous["tensors_file"]} if previous is not None else set())
+    for stale in run.checkpoint_tensor_files():
         if stale.name not in referenced:
             stale.unlink(missing_ok=True)
 
 
-def has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / CURRENT).is_file() or (run_dir / PREVIOUS).is_file()
-
-
-def load_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]] | None:
+def load_checkpoint(run: RunDir) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]] | None:
     """The newest intact checkpoint (tensors, meta, warnings about damaged ones), or None if the run has none."""
     warnings: list[str] = []
-    for json_path in (run_dir / CURRENT, run_dir / PREVIOUS):
+    for json_path in (run.checkpoint, run.previous_checkpoint):
         if not json_path.is_file():
             continue
         try:
             meta = _read_meta(json_path)
-            tensors = load_tensors(run_dir / meta["tensors_file"], expected_sha256=meta["tensors_sha256"])
+            tensors = load_tensors(run.path / meta["tensors_file"], expected_sha256=meta["tensors_sha256"])
         except GalaxyDistillError as exc:
             warnings.append(f"skipping damaged checkpoint: {exc}")
             continue
         return tensors, meta, warnings
     if warnings:
-        raise GalaxyDistillError(f"{run_dir}: no intact checkpoint to resume from ({'; '.join(warnings)})")
+        raise GalaxyDistillError(f"{run.path}: no intact checkpoint to resume from ({'; '.join(warnings)})")
     return None

@@ -8,16 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from galaxy_distill import distributed
-from galaxy_distill.distill.checkpoint import has_checkpoint
-
-STARTED_RUN_FILES = {"settings.json", "settings.yaml", "snapshots", "stages.json", "tensorboard"}
-"""What a distillation writes before its first checkpoint; a directory of these alone holds no work worth keeping."""
-
-
-def is_unstarted_run(run_dir: Path) -> bool:
-    """Whether run_dir holds only what a run that never reached a checkpoint writes."""
-    return (run_dir.is_dir() and (run_dir / "settings.json").is_file() and not has_checkpoint(run_dir)
-            and all(entry.name in STARTED_RUN_FILES for entry in run_dir.iterdir()))
+from galaxy_distill.rundir import RunDir
 
 
 @contextmanager
@@ -28,13 +19,14 @@ def removed_if_start_fails(run_dir: Path) -> Iterator[bool]:
     A leftover of an earlier failed start (no checkpoint) is cleared first, so the retry may change settings;
     yields whether that happened. A directory that holds other things is never touched.
     """
-    cleared = distributed.is_main() and is_unstarted_run(run_dir)
+    run = RunDir(run_dir)
+    cleared = distributed.is_main() and run.is_unstarted()
     if cleared:
         shutil.rmtree(run_dir)
     existed = run_dir.exists()
     try:
         yield cleared
     except BaseException:
-        if not existed and distributed.is_main() and is_unstarted_run(run_dir) and not (run_dir / "stages.json").is_file():
+        if not existed and distributed.is_main() and run.is_unstarted() and not run.stages.is_file():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise

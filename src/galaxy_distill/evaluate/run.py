@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from galaxy_distill import distributed
 from galaxy_distill.config import workspace_dir
 from galaxy_distill.data.registry import PreparedDataset
-from galaxy_distill.distill.run import check_synthetic, load_synthetic, synthetic_file
+from galaxy_distill.rundir import RunDir, check_synthetic, load_synthetic, synthetic_file
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.evaluate.baselines import BASELINES, baseline_set
 from galaxy_distill.evaluate.settings import EvaluateSettings
@@ -49,7 +49,7 @@ def _model_spec(name: str, dataset: PreparedDataset, run_spec: dict[str, Any] | 
 def default_output(settings: EvaluateSettings, dataset: PreparedDataset) -> Path:
     """RUN/evaluation.json for a run directory, else evaluations/<dataset>.json in the workspace."""
     if settings.run is not None and settings.run.is_dir():
-        return settings.run / "evaluation.json"
+        return RunDir(settings.run).evaluation
     return workspace_dir() / "evaluations" / f"{dataset.name}.json"
 
 
@@ -65,10 +65,7 @@ def run_description(run: Path | None) -> dict[str, Any]:
                                  "(or its synthetic.safetensors)")
     if run is None or not run.is_dir():
         return {}
-    described = read_json(run / "settings.json")
-    if not isinstance(described, dict):
-        raise GalaxyDistillError(f"{run / 'settings.json'}: expected a JSON object of distillation settings")
-    return described
+    return RunDir(run).read_settings()
 
 
 SETTINGS_NOT_PER_NETWORK = ("baselines", "num_eval", "architectures", "resume")

@@ -222,44 +222,11 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     """
     device = distributed.setup(resolve_device(settings.device))
     configure_backends(device)
-    train_images = len(dataset.labels("train"))
-    if settings.batch_size is None:
-        # Stored as the number chosen, so that a resumed run trains on with the same batches.
-        settings = settings.model_copy(update={"batch_size": automatic_batch_size(train_images)})
-    else:
-        warning = few_steps_warning(train_images, settings.batch_size)
-        if warning and distributed.is_main():
-            tqdm.write(warning, file=sys.stderr)
+    settings = _with_batch_size(settings, len(dataset.labels("train")))
     spec = model_spec_for(settings, dataset)
     flat_view = FlatParams(spec.build().to(device))
-    resolved = json.loads(settings.model_dump_json())
     manifest_path = out_dir / MANIFEST_FILE
-    if manifest_path.is_file():
-        manifest = read_json(manifest_path)
-        parse_manifest(manifest_path, manifest)
-        differences = settings_differences(ExpertSettings, manifest["settings"], resolved)
-        if differences:
-            raise GalaxyDistillError(f"{manifest_path}: an expert store with other settings exists here "
-                                     f"({'; '.join(differences)}); use another --out or the same settings")
-        if manifest["dataset"]["images_sha256"] != dataset.meta["images_sha256"]:
-            raise GalaxyDistillError(
-                f"{manifest_path}: these experts were trained on other images than '{dataset.name}' holds now; use another --out"
-            )
-        # Rank 0 alone cleans the store and checks every file; the others take its verdict.
-        intact = None
-        if distributed.is_main():
-            remove_interrupted_writes(out_dir)
-            intact = _intact_experts(out_dir, manifest["experts"])
-        manifest["experts"] = distributed.all_gather(intact)[0]
-    else:
-        manifest = {
-            "settings": resolved,
-            "dataset": {"name": dataset.name, "directory": str(dataset.directory), "images_sha256": dataset.meta["images_sha256"]},
-            "model": json.loads(spec.model_dump_json()),
-            "param_count": flat_view.total,
-            "parameter_layout": [{"name": n, "shape": list(s)} for n, s in zip(flat_view.names, flat_view.shapes)],
-            "experts": [],
-        }
+    manifest = _open_manifest(manifest_path, settings, dataset, spec, flat_view)
     done = {entry["id"] for entry in manifest["experts"]}
     train = tuple(t.to(device) for t in dataset.tensors("train"))
     test = tuple(t.to(device) for t in dataset.tensors("test"))
@@ -327,6 +294,52 @@ def train_experts(settings: ExpertSettings, dataset: PreparedDataset, out_dir: P
     distributed.barrier()  # the manifest is complete when any rank returns
     bar.close()
     return manifest_path
+
+
+def _with_batch_size(settings: ExpertSettings, train_images: int) -> ExpertSettings:
+    """The settings with a batch size: the automatic one (stored as chosen, so a resume trains on with the same
+    batches), or the user's, warned about when it leaves too few steps per epoch."""
+    if settings.batch_size is None:
+        return settings.model_copy(update={"batch_size": automatic_batch_size(train_images)})
+    warning = few_steps_warning(train_images, settings.batch_size)
+    if warning and distributed.is_main():
+        tqdm.write(warning, file=sys.stderr)
+    return settings
+
+
+def _open_manifest(manifest_path: Path, settings: ExpertSettings, dataset: PreparedDataset, spec: ModelSpec,
+                   flat_view: FlatParams) -> dict[str, Any]:
+    """The store's manifest: the one there (checked against these settings and images, listing only intact
+    experts), or a new one."""
+    out_dir = manifest_path.parent
+    resolved = json.loads(settings.model_dump_json())
+    if manifest_path.is_file():
+        manifest = read_json(manifest_path)
+        parse_manifest(manifest_path, manifest)
+        differences = settings_differences(ExpertSettings, manifest["settings"], resolved)
+        if differences:
+            raise GalaxyDistillError(f"{manifest_path}: an expert store with other settings exists here "
+                                     f"({'; '.join(differences)}); use another --out or the same settings")
+        if manifest["dataset"]["images_sha256"] != dataset.meta["images_sha256"]:
+            raise GalaxyDistillError(
+                f"{manifest_path}: these experts were trained on other images than '{dataset.name}' holds now; use another --out"
+            )
+        # Rank 0 alone cleans the store and checks every file; the others take its verdict.
+        intact = None
+        if distributed.is_main():
+            remove_interrupted_writes(out_dir)
+            intact = _intact_experts(out_dir, manifest["experts"])
+        manifest["experts"] = distributed.all_gather(intact)[0]
+    else:
+        manifest = {
+            "settings": resolved,
+            "dataset": {"name": dataset.name, "directory": str(dataset.directory), "images_sha256": dataset.meta["images_sha256"]},
+            "model": json.loads(spec.model_dump_json()),
+            "param_count": flat_view.total,
+            "parameter_layout": [{"name": n, "shape": list(s)} for n, s in zip(flat_view.names, flat_view.shapes)],
+            "experts": [],
+        }
+    return manifest
 
 
 def _intact_experts(out_dir: Path, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -47,10 +47,10 @@ from galaxy_distill.report.pixels import (
     contrast_clipped,
 )
 from galaxy_distill.report.run_contents import RunContents, load_run
+from galaxy_distill.rundir import RunDir
 from galaxy_distill.runtime import seeded_generator
 from galaxy_distill.store import atomic_write_bytes, follow_umask
 
-REPORT_DIR = "report"
 GRID_PER_CLASS = 10
 """Prototypes per class in the grids (as in the run's own prototypes.png)."""
 EXPLAINED_PER_CLASS = 3
@@ -546,9 +546,9 @@ def write_report(run_dir: Path) -> Path:
                            _summary(report), sections)
         atomic_write_bytes(staging / "index.html", page.encode("utf-8"))
         follow_umask(staging)
-        _swap_in(staging, run.directory / REPORT_DIR)
+        _swap_in(staging, RunDir(run.directory).report)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return run.directory / REPORT_DIR / "index.html"
+    return RunDir(run.directory).report / "index.html"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,10 @@ from typing import Any
 import torch
 
 from galaxy_distill.data.registry import PreparedDataset, load_prepared
-from galaxy_distill.distill.run import check_synthetic, load_synthetic
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts.store import ExpertStore
+from galaxy_distill.rundir import RunDir, check_synthetic, load_synthetic
 from galaxy_distill.store import read_json
-
-SNAPSHOT_PATTERN = re.compile(r"iter_(\d+)\.png")
 METRIC_COLUMNS = ("iteration", "loss", "probe_loss", "start_epoch", "cap", "step_size", "pixel_lr", "val_accuracy",
                   "test_accuracy", "seconds")
 
@@ -95,13 +92,6 @@ def read_evaluation(path: Path) -> dict[str, Any] | None:
     return evaluation
 
 
-def find_snapshots(directory: Path) -> list[tuple[int, Path]]:
-    if not directory.is_dir():
-        return []
-    found = [(int(match.group(1)), path) for path in directory.iterdir() if (match := SNAPSHOT_PATTERN.fullmatch(path.name))]
-    return sorted(found)
-
-
 def _open_store(location: Any) -> tuple[ExpertStore | None, str | None]:
     if not location:
         return None, "the run's settings name no expert store"
@@ -111,27 +101,10 @@ def _open_store(location: Any) -> tuple[ExpertStore | None, str | None]:
         return None, str(exc)
 
 
-def run_directories(path: Path) -> list[Path]:
-    """The distillation runs to report for `path`: the run itself, or the runs directly inside it (e.g. the demo's)."""
-    if not path.is_dir():
-        raise GalaxyDistillError(f"{path}: directory not found; pass a run directory written by `galaxy-distill distill`")
-    if (path / "settings.json").is_file():
-        return [path]
-    inside = sorted(child for child in path.iterdir() if (child / "settings.json").is_file() and (child / "synthetic.safetensors").is_file())
-    if not inside:
-        raise GalaxyDistillError(f"{path}: neither a run directory (no settings.json) nor a directory of runs; pass a "
-                                 "directory written by `galaxy-distill distill`")
-    return inside
-
-
 def load_run(run_dir: Path) -> RunContents:
     """Read a run directory written by `galaxy-distill distill` (and maybe `galaxy-distill evaluate`)."""
-    settings_path = run_dir / "settings.json"
-    if not settings_path.is_file():
-        raise GalaxyDistillError(f"{run_dir}: no settings.json here; expected a run directory written by `galaxy-distill distill`")
-    settings = read_json(settings_path)
-    if not isinstance(settings, dict) or "dataset" not in settings:
-        raise GalaxyDistillError(f"{settings_path}: expected the run's settings with a 'dataset' entry")
+    run = RunDir(run_dir)
+    settings = run.read_settings()
     images, labels, step_size, class_names = load_synthetic(run_dir)
     dataset = load_prepared(settings["dataset"])
     check_synthetic(run_dir, images, labels, class_names, dataset)
@@ -140,7 +113,7 @@ def load_run(run_dir: Path) -> RunContents:
         store, store_problem = None, f"{store.directory}: experts classify {store.model_spec.num_classes} classes, not {dataset.num_classes}"
     return RunContents(
         directory=run_dir, settings=settings, dataset=dataset, images=images.float(), labels=labels.long(),
-        step_size=step_size, metrics=read_metrics(run_dir / "metrics.csv"), events=read_events(run_dir / "stages.json"),
-        snapshots=find_snapshots(run_dir / "snapshots"), evaluation=read_evaluation(run_dir / "evaluation.json"),
+        step_size=step_size, metrics=read_metrics(run.metrics), events=read_events(run.stages),
+        snapshots=run.snapshot_files(), evaluation=read_evaluation(run.evaluation),
         store=store, store_problem=store_problem,
     )
