@@ -23,6 +23,7 @@ from galaxy_distill.evaluate.run import evaluate, results_table
 from galaxy_distill.evaluate.settings import EvaluateSettings
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
 from galaxy_distill.report import write_report
+from galaxy_distill.rundir import RunDir
 from galaxy_distill.store import atomic_write_bytes, write_json
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def run_demo(out: Path | None = None, scale: DemoScale = DemoScale()) -> Path:
     eval_settings = EvaluateSettings(run=result.run_dir, baselines=["random", "class_average"],
                                      num_eval=scale.final_networks, epochs=scale.final_epochs, device="cpu")
     results = evaluate(eval_settings, dataset, store.model_spec.model_dump())
-    write_json(result.run_dir / "evaluation.json", {"settings": eval_settings.model_dump(mode="json"), "results": results})
+    write_json(RunDir(result.run_dir).evaluation, {"settings": eval_settings.model_dump(mode="json"), "results": results})
     by_method = {entry["method"]: entry for entry in results}
     stm, random, average = by_method["stm"], by_method["random"], by_method["class_average"]
     wall = time.perf_counter() - started
@@ -89,6 +90,6 @@ def run_demo(out: Path | None = None, scale: DemoScale = DemoScale()) -> Path:
     typer.echo("\n" + summary)
     typer.echo("\n5/5 writing the report (prototypes, curves, evaluation, nearest real galaxies, saliency)")
     report = write_report(result.run_dir)
-    typer.echo(f"wrote {run_dir} (prototypes: {result.run_dir / 'prototypes.png'})")
+    typer.echo(f"wrote {run_dir} (prototypes: {RunDir(result.run_dir).prototypes})")
     typer.echo(f"report: {report}")
     return run_dir
