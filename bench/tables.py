@@ -1,18 +1,22 @@
 """Markdown tables from benchmark JSON files, so documents quote numbers a program printed.
 
-    python bench/tables.py results bench/results/smoke_gz1_64.json
-    python bench/tables.py speed bench/results/distill_speed.json [MORE.json...]   # several runs' rows side by side
-    python bench/tables.py best bench/results/distill_speed.json [MORE.json...]    # each config's fastest row, targets
-    python bench/tables.py flops bench/results/distill_flops.json bench/results/distill_speed.json [MORE.json...]  # TFLOP/s
-    python bench/tables.py distributed bench/results/distributed_speed.json
-    python bench/tables.py summary bench/results/results-2026-11-28/*ipc*.json     # one row per dataset and IPC
-    python bench/tables.py crossarch bench/results/results-2026-11-28/gz1*ipc*.json  # ConvNet, ResNet-18, VGG-11
-    python bench/tables.py inrun bench/results/results-2026-11-28/runs/*           # checkpoint evaluations in a run
-    python bench/tables.py runs bench/results/results-2026-11-28/*ipc*.json        # wall time and GPU of every run
-    python bench/tables.py experts bench/results/results-2026-11-28/*_experts.json  # expert training speed
-    python bench/tables.py profile bench/results/results-2026-11-29/experts_profile.json  # ways of running an expert step
-    python bench/tables.py kernels bench/results/results-2026-11-29-graphs/experts_profile_compiled.json  # their GPU kernels
-    python bench/tables.py convolutions bench/results/.../distill_convolutions.json  # distill_speed --convolution-shapes
+    python bench/tables.py summary bench/results/cifar10/*.json bench/results/galaxies/*.json  # one row per dataset and IPC
+    python bench/tables.py crossarch bench/results/galaxies/*.json                 # ConvNet, ResNet-18, VGG-11
+    python bench/tables.py faithful bench/results/faithful/cifar10_zca.json        # reference MTT loop beside ours
+    python bench/tables.py best bench/results/speed/distill_final_bf16.json [MORE.json...]  # each config's fastest row, targets
+    python bench/tables.py speed bench/results/speed/distill_speed.json [MORE.json...]   # several runs' rows side by side
+    python bench/tables.py flops bench/results/speed/distill_flops.json bench/results/speed/distill_final_bf16.json  # TFLOP/s
+    python bench/tables.py distributed bench/results/speed/distributed_speed.json
+    python bench/tables.py experts bench/results/experts/experts_speed.json       # expert training speed
+    python bench/tables.py profile bench/results/experts/experts_layouts_padded.json  # ways of running an expert step
+    python bench/tables.py runs bench/results/galaxies/*.json                      # wall time and GPU of every run
+    python bench/tables.py results RESULTS.json                                    # every entry of a pipeline.py file
+    python bench/tables.py inrun RUN_DIR [RUN_DIR...]                              # checkpoint evaluations in a run
+    python bench/tables.py kernels PROFILE.json                                    # experts_profile/distill_speed --kernels
+    python bench/tables.py convolutions DISTILL_SPEED.json                         # distill_speed --convolution-shapes
+
+Add --docs (before the kind) for the form the documents quote: without the file and revision columns and without the
+revision in a table's caption (the JSON files keep both).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -396,17 +401,57 @@ def profile_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+FAITHFUL_METHODS = {"mtt-reference": "reference MTT loop", "mtt": "ours `--method mtt`", "stm": "ours `--method stm`",
+                    "random": "random real"}
+"""bench/faithful.py's methods, in the table's column order, and their column headings."""
+
+
+def faithful_table(path: Path) -> str:
+    """bench/faithful.py: test accuracy % (mean ± std) of the reference MTT loop, ours with --method mtt and stm, and
+    random real images per IPC, with the learned step size of the three distilled sets."""
+    record = json.loads(path.read_text())
+    cells: dict[int, dict[str, dict]] = defaultdict(dict)
+    for entry in record["results"]:
+        cells[entry["ipc"]][entry["method"]] = entry
+    lines = [_caption(path, record), "", *_header("IPC", *FAITHFUL_METHODS.values(),
+                                                  "learned step size (reference / mtt / stm)")]
+    for ipc, row in sorted(cells.items()):
+        accuracy = [f"{row[m]['acc_mean']:.1f} ± {row[m]['acc_std']:.1f}" if m in row else "—" for m in FAITHFUL_METHODS]
+        step = " / ".join(_fmt(row.get(m, {}).get("learned_lr"), 4) for m in ("mtt-reference", "mtt", "stm"))
+        lines.append(f"| {ipc} | {' | '.join(accuracy)} | {step} |")
+    return "\n".join(lines)
+
+
+def for_docs(text: str) -> str:
+    """A table as the documents quote it: the file and revision columns and a caption's revision left out."""
+    out, dropped = [], []
+    for line in text.splitlines():
+        if line.startswith("| ") and not dropped and not line.startswith("| ---"):
+            cells = line.strip("|").split(" | ")
+            heading = [cell.strip() for cell in cells]
+            dropped = [i for i, cell in enumerate(heading) if cell in ("file", "revision")]
+        if line.startswith("|") and dropped:
+            cells = line[1:-1].split("|")
+            line = "|" + "|".join(cell for i, cell in enumerate(cells) if i not in dropped) + "|"
+        elif not line.startswith("|"):
+            dropped = []
+            line = re.sub(r",? revision [0-9a-f]{7,40}|, revision unknown", "", line)
+        out.append(line)
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
     combined = {"summary": summary_table, "crossarch": crossarch_table, "inrun": inrun_table, "experts": experts_table,
                 "runs": runs_table, "speed": speed_table, "best": best_table, "flops": flops_table}
     per_file = {"results": results_table, "distributed": distributed_table, "profile": profile_table,
-                "kernels": kernels_table, "convolutions": convolutions_table}
-    if len(sys.argv) < 3 or sys.argv[1] not in {**combined, **per_file}:
-        sys.exit(f"usage: tables.py {{{','.join([*combined, *per_file])}}} FILE...\n{__doc__}")
-    kind, paths = sys.argv[1], [Path(p) for p in sys.argv[2:]]
+                "kernels": kernels_table, "convolutions": convolutions_table, "faithful": faithful_table}
+    arguments = sys.argv[1:]
+    docs = "--docs" in arguments
+    arguments = [argument for argument in arguments if argument != "--docs"]
+    if len(arguments) < 2 or arguments[0] not in {**combined, **per_file}:
+        sys.exit(f"usage: tables.py [--docs] {{{','.join([*combined, *per_file])}}} FILE...\n{__doc__}")
+    kind, paths = arguments[0], [Path(p) for p in arguments[1:]]
     if missing := [str(p) for p in paths if not p.exists()]:
         sys.exit(f"tables.py: no such file: {', '.join(missing)}")
-    if kind in combined:
-        print(combined[kind](paths))
-    else:
-        print("\n\n".join(per_file[kind](p) for p in paths))
+    text = combined[kind](paths) if kind in combined else "\n\n".join(per_file[kind](p) for p in paths)
+    print(for_docs(text) if docs else text)

@@ -200,3 +200,52 @@ def test_convolutions_lists_each_configs_convolutions_by_shape(tmp_path: Path) -
     assert rows == ["| c10 | bf16, compiled | no | 100.0 | convolution | 100x8x32x32, 128x8x3x3 | 60 | 5.00 | 0.05 |",
                     "| c10 | bf16, compiled | no | 100.0 | convolution_backward | 100x128x32x32, 100x8x32x32, 128x8x3x3 | "
                     "30 | 2.50 | 0.03 |"]
+
+
+def test_faithful_puts_the_reference_loop_beside_ours_per_ipc(tmp_path: Path) -> None:
+    def result(method: str, mean: float, lr: float | None) -> dict:
+        return {"dataset": "toy", "ipc": 1, "method": method, "acc_mean": mean, "acc_std": 0.5, "learned_lr": lr}
+
+    record = tmp_path / "faithful.json"
+    record.write_text(json.dumps({"gpu": "G", "torch": "t", "revision": "0123456789abcdef", "results": [
+        result("mtt-reference", 44.34, 0.01046), result("mtt", 44.2, 0.0105), result("stm", 42.7, 0.00944),
+        result("random", 16.3, None)]}))
+    lines = [line for line in tables("faithful", str(record)).splitlines() if line.startswith("| 1 ")]
+    assert lines == ["| 1 | 44.3 ± 0.5 | 44.2 ± 0.5 | 42.7 ± 0.5 | 16.3 ± 0.5 | 0.0105 / 0.0105 / 0.0094 |"]
+
+
+def test_docs_leaves_out_the_file_and_revision_columns_and_the_captions_revision(tmp_path: Path) -> None:
+    configs = [{"name": "c1", "ipc": 1, "s_per_iter": 0.5, "reference_s_per_iter": 1.0, "speedup": 2.0, "memory_ratio": 0.3}]
+    record = tmp_path / "speed.json"
+    record.write_text(json.dumps({"gpu": "G", "torch": "t", "git_revision": "abcdef0123456", "configs": configs}))
+    full = tables("best", str(record))
+    assert "abcdef0" in full and "| file | revision |" in full
+    docs = tables("--docs", "best", str(record))
+    assert "abcdef0" not in docs and "revision" not in docs and "speed.json`" in docs
+    assert "| c1 | fp32 | — | 0.500 | 1.000 | 2.00x | missed | 0.300 | — |" in docs.splitlines()
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"gpu": "G", "torch": "t", "git_revision": "abcdef0123456", "rows": []}))
+    assert tables("--docs", "profile", str(profile)).splitlines()[0] == "`profile.json` — G, torch t"
+
+
+def test_the_tables_the_documents_quote_are_printed_from_the_committed_files() -> None:
+    """Every `python bench/tables.py ...` command quoted in README.md and docs/*.md runs, and the table under it in the
+    document is the one it prints."""
+    import glob
+    import re
+    import shlex
+
+    root = TABLES.parents[1]
+    quoted = 0
+    for document in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = document.read_text()
+        for match in re.finditer(r"`python bench/tables\.py ([^`]+)`\n\n((?:\|.*\n)+)", text):
+            arguments = [path for argument in shlex.split(match.group(1))
+                         for path in (sorted(glob.glob(str(root / argument))) or [argument])]
+            printed = subprocess.run([sys.executable, str(TABLES), *arguments], capture_output=True, text=True, check=True,
+                                     cwd=root).stdout
+            table = [line for line in printed.splitlines() if line.startswith("|")]
+            quoted_rows = match.group(2).rstrip("\n").splitlines()
+            assert quoted_rows == table or set(quoted_rows[2:]) <= set(table[2:]), (document.name, match.group(1))
+            quoted += 1
+    assert quoted >= 3
