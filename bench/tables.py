@@ -390,12 +390,16 @@ def convolutions_table(path: Path) -> str:
 
 
 def profile_table(path: Path) -> str:
-    """bench/experts_profile.py: milliseconds per expert step for each way of running the stacked experts."""
+    """bench/experts_profile.py: milliseconds per expert step for each way of running the stacked experts (with a
+    layout column where the profile compared input layouts)."""
     record = json.loads(path.read_text())
-    lines = [_caption(path, record), "", *_header("experts at once", "precision", "compiled", "step ms",
-                          "augmentation ms", "ms per expert-step", "100 x 50 projected (min)", "peak GiB")]
+    layouts = any("channels_last" in row for row in record["rows"])
+    lines = [_caption(path, record), "", *_header("experts at once", "precision", *(["layout"] if layouts else []), "compiled",
+                                                  "step ms", "augmentation ms", "ms per expert-step",
+                                                  "100 x 50 projected (min)", "peak GiB")]
     for row in sorted(record["rows"], key=lambda row: (row["experts"], row["ms_per_expert_step"] or float("inf"))):
-        lines.append(f"| {row['experts']} | {row['precision']} | {_way(row)} | {_fmt(row['step_ms'], 1)} | "
+        layout = (" channels-last |" if row.get("channels_last") else " NCHW |") if layouts else ""
+        lines.append(f"| {row['experts']} | {row['precision']} |{layout} {_way(row)} | {_fmt(row['step_ms'], 1)} | "
                      f"{row['augment_ms'] + row['draw_ms_per_step']:.2f} | {_fmt(row['ms_per_expert_step'])} | "
                      f"{_fmt(row['projected_min_100x50'], 1)} | {_fmt(row['peak_mem_gib'], 2)} |")
     return "\n".join(lines)
