@@ -1,6 +1,6 @@
 """Figures from benchmark JSON files for the documents, drawn by matplotlib and written as PNG.
 
-    python bench/plots.py best OUT.png bench/results/.../distill_final_bf16.json [MORE.json...]
+    python bench/plots.py best OUT.png bench/results/speed/distill_final_bf16.json [MORE.json...]
         # each config's fastest distill_speed row (as `tables.py best`): its speed-up and memory ratio against the targets
 """
 
