@@ -107,8 +107,8 @@ def render() -> str:
     root = typer.main.get_command(app)
     lines = [f"Generated from the command-line app by `python docs/cli_reference.py --write docs/guide.md`; "
              f"`{PROGRAM} COMMAND --help` prints the same. Every command also takes `--help`; "
-             f"`{PROGRAM} --version` prints the version. Settings options left out keep the default shown "
-             "(or the value in `--config FILE.yaml`; flags win).", ""]
+             f"`{PROGRAM} --version` prints the version. An option not given takes its value in "
+             "`--config FILE.yaml`, else the default shown.", ""]
     for path, command in _commands(root, PROGRAM):
         summary = " ".join((command.help or "").split("\n\n")[0].split())
         lines += [f"### `{path}`", "", summary, ""]
