@@ -80,8 +80,6 @@ STM_MATCH_EPOCHS = 1
 """STM is run with MTT's settings but M = 1 (its paper's choice)."""
 BASELINE_KINDS = {"random": "random", "class-average": "class_average", "full": "full"}
 CROSS_ARCHITECTURES = ("resnet18", "vgg11")
-MARGIN_S = 60.0
-"""Time kept back at the deadline beyond the estimated evaluations (process starts, checkpoint writes)."""
 
 
 def log(message: str) -> None:
@@ -302,7 +300,7 @@ def run_distillations(args: argparse.Namespace, dataset: PreparedDataset, hyper:
             log(f"{method}: distillation already recorded ({block.record['distillations'][method]['iterations']} iterations)")
 
     def budget() -> float:
-        return clock.left() - clock.eval_s * pending_evaluations(args, block, args.methods) - MARGIN_S
+        return clock.left() - clock.eval_s * pending_evaluations(args, block, args.methods) - args.margin_s
 
     def finish(method: str, settings: DistillSettings, process: subprocess.Popen, interrupted: bool) -> None:
         if process.returncode not in (0, None) and not interrupted:
@@ -402,6 +400,8 @@ def main() -> None:
                         help="minutes (from this process's start) in which everything must finish")
     parser.add_argument("--eval-estimate-s", type=float, default=60.0,
                         help="seconds per set evaluation assumed until a baseline has measured it")
+    parser.add_argument("--margin-s", type=float, default=60.0,
+                        help="seconds kept back at the deadline beyond the estimated evaluations (process starts, writes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--work", type=Path, default=None, help="default: WORKSPACE/paper/<dataset>-ipc<K>")
