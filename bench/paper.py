@@ -86,6 +86,11 @@ def log(message: str) -> None:
     print(f"[paper {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def release_cached_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def preset(dataset: PreparedDataset, ipc: int) -> dict[str, Any]:
     """The block's hyperparameters before flag overrides: MTT's CIFAR-10 row of the nearest IPC, else the galaxy one."""
     if dataset.meta.get("dataset") == "cifar10" or dataset.name.startswith("cifar10"):
@@ -230,19 +235,26 @@ def distill_process(settings: DistillSettings, run: Path) -> subprocess.Popen:
     return process
 
 
-def stop_at(process: subprocess.Popen, deadline: float) -> bool:
-    """Wait for the process until `deadline` (monotonic); interrupt it there. True if it was interrupted."""
+def stop_at(process: subprocess.Popen, deadline: float, run: Path, grace_s: float) -> bool:
+    """Wait for the process until `deadline` (monotonic) and interrupt it there; True if it was interrupted. A run
+    without a checkpoint yet (its start took the share: imports, torch.compile) gets up to `grace_s` more to write
+    its first, which is all that an interrupted run leaves."""
     try:
         process.wait(timeout=None if math.isinf(deadline) else max(0.0, deadline - time.monotonic()))
         return False
     except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        return True
+        pass
+    while not RunDir(run).has_checkpoint() and time.monotonic() < deadline + grace_s and process.poll() is None:
+        time.sleep(0.5)
+    if process.poll() is not None:
+        return False
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    return True
 
 
 def read_curves(run: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -294,6 +306,13 @@ def collect(dataset: PreparedDataset, settings: DistillSettings, run: Path, work
 
 def run_distillations(args: argparse.Namespace, dataset: PreparedDataset, hyper: dict[str, Any], experts: Path,
                       work: Path, block: Block, clock: Clock) -> None:
+    for method in list(block.record["distillations"]):
+        status = block.record["distillations"][method]
+        lost = [found["path"] for found in status["sets"].values() if not (work / found["path"]).is_file()]
+        if method in args.methods and lost and pending_evaluations(args, block, [method]):
+            # Another machine's run (the device machine starts bare): its rows still missing need the sets again.
+            log(f"{method}: the recorded distillation's sets are not here ({', '.join(lost)}); distilling again")
+            del block.record["distillations"][method]
     todo = [method for method in args.methods if method not in block.record["distillations"]]
     for method in args.methods:
         if method not in todo:
@@ -321,14 +340,14 @@ def run_distillations(args: argparse.Namespace, dataset: PreparedDataset, hyper:
         processes = {method: distill_process(settings, work / "runs" / method) for method, settings in runs.items()}
         end = time.monotonic() + share
         for method, process in processes.items():
-            finish(method, runs[method], process, stop_at(process, end))
+            finish(method, runs[method], process, stop_at(process, end, work / "runs" / method, args.grace_s))
         return
     for index, method in enumerate(todo):
         share = budget() / (len(todo) - index)
         settings = distill_settings(args, dataset, hyper, experts, method)
         log(f"distilling {method}" + ("" if math.isinf(share) else f": {share:.0f} s share of the deadline"))
         process = distill_process(settings, work / "runs" / method)
-        finish(method, settings, process, stop_at(process, time.monotonic() + share))
+        finish(method, settings, process, stop_at(process, time.monotonic() + share, work / "runs" / method, args.grace_s))
 
 
 def evaluate_distilled(args: argparse.Namespace, dataset: PreparedDataset, hyper: dict[str, Any], model: dict[str, Any],
@@ -370,6 +389,9 @@ def main() -> None:
     parser.add_argument("--expert-compile", action="store_true")
     parser.add_argument("--expert-precision", choices=["fp32", "bf16-full"], default="fp32")
     parser.add_argument("--expert-test-every", type=int, default=None, help="default: only after the last epoch")
+    parser.add_argument("--experts-dir", type=Path, default=None,
+                        help="expert store (default: WORK/experts); blocks of one dataset with the same expert settings "
+                        "can share one")
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--depth", type=int, default=None, help="ConvNet blocks (default: from the image size)")
     parser.add_argument("--methods", nargs="+", choices=["stm", "mtt"], default=["stm", "mtt"])
@@ -402,6 +424,8 @@ def main() -> None:
                         help="seconds per set evaluation assumed until a baseline has measured it")
     parser.add_argument("--margin-s", type=float, default=60.0,
                         help="seconds kept back at the deadline beyond the estimated evaluations (process starts, writes)")
+    parser.add_argument("--grace-s", type=float, default=120.0,
+                        help="seconds a distillation may overrun its share to write its first checkpoint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--work", type=Path, default=None, help="default: WORKSPACE/paper/<dataset>-ipc<K>")
@@ -436,7 +460,7 @@ def main() -> None:
         dataset=dataset.name, num_experts=args.experts, epochs=epochs, batch_size=hyper["expert_batch"], width=args.width,
         depth=args.depth, parallel=min(args.expert_parallel, args.experts), compile=args.expert_compile,
         precision=args.expert_precision, test_every=args.expert_test_every or epochs, seed=args.seed, device=args.device)
-    experts_dir = work / "experts"
+    experts_dir = (args.experts_dir or work / "experts").resolve()
     before = block.record.get("experts", {})
     was_complete = before.get("experts") == args.experts and (experts_dir / MANIFEST_FILE).is_file()
     log(f"experts: {args.experts} x {epochs} epochs in {experts_dir}")
@@ -454,7 +478,9 @@ def main() -> None:
 
     # Every set, baselines included, is evaluated on the experts' network (width, depth, norm).
     model = ExpertStore(experts_dir, verify=False).model_spec.model_dump()
+    release_cached_memory()  # the distillations run in processes of their own, on the same GPU
     run_baselines(args, dataset, model, work, block, clock)
+    release_cached_memory()
     run_distillations(args, dataset, hyper, experts_dir, work, block, clock)
     evaluate_distilled(args, dataset, hyper, model, work, block, experts_summary)
     block.record["wall_s"] = time.perf_counter() - started
