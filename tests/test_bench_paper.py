@@ -91,7 +91,7 @@ def test_a_block_records_every_row_and_a_rerun_redoes_only_what_is_missing(home:
 def test_a_deadline_stops_the_distillations_at_their_share_and_keeps_their_curves(home: Path, tmp_path: Path) -> None:
     out = tmp_path / "deadline.json"
     log = run_paper(home, ["--iterations", "100000", "--eval-every", "2", "--baselines", "--parallel",
-                           "--deadline-minutes", "0.25", "--margin-s", "0", "--eval-estimate-s", "0.5",
+                           "--deadline-minutes", "0.1", "--margin-s", "0", "--eval-estimate-s", "0.5",
                            "--work", str(tmp_path / "work"), "--out", str(out)])
     assert "at once" in log
     record = json.loads(out.read_text())
