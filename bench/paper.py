@@ -12,7 +12,7 @@ Steps, each recorded the moment it finishes (atomically: temp file + rename) in 
    They come before the distillations so that their measured evaluation time plans the rest.
 3. STM and MTT (`--methods`), each a `galaxy-distill distill` process (WORK/runs/<method>, log beside it)
    with the block's hyperparameters: MTT's published CIFAR-10 table per IPC, or the galaxy preset
-   (`PRESETS`; any of them overridden by its flag). Every `--eval-every` iterations `--val-nets`
+   (`CIFAR10` and `GALAXY` below; any of them overridden by its flag). Every `--eval-every` iterations `--val-nets`
    networks x `--val-epochs` epochs on the validation split choose the kept set (`selection:
    validation`); the last state is the `final` set. With `--deadline-minutes` each distillation gets a
    share of the time left (after the evaluations still to come, estimated from the baselines'): at
@@ -138,7 +138,8 @@ class Block:
         self.record: dict[str, Any] = {**stored, **header, "results": stored.get("results", []),
                                        "distillations": stored.get("distillations", {})}
         self.record["sessions"] = [*stored.get("sessions", []), {"command": header["command"], "gpu": header["gpu"],
-                                                                  "revision": header["revision"], "started": time.time()}]
+                                                                  "revision": header["revision"], "started": time.time(),
+                                                                  "hyperparameters": header["hyperparameters"]}]
         self.save()
 
     def save(self) -> None:
