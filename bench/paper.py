@@ -312,8 +312,13 @@ def run_distillations(args: argparse.Namespace, dataset: PreparedDataset, hyper:
         lost = [found["path"] for found in status["sets"].values() if not (work / found["path"]).is_file()]
         if method in args.methods and lost and pending_evaluations(args, block, [method]):
             # Another machine's run (the device machine starts bare): its rows still missing need the sets again.
+            # Its rows move to "superseded", so that every row of a method comes from one distillation.
             log(f"{method}: the recorded distillation's sets are not here ({', '.join(lost)}); distilling again")
             del block.record["distillations"][method]
+            old = [entry for entry in block.record["results"] if entry["method"] == method]
+            block.record["superseded"] = [*block.record.get("superseded", []), *old]
+            block.record["results"] = [entry for entry in block.record["results"] if entry["method"] != method]
+            block.save()
     todo = [method for method in args.methods if method not in block.record["distillations"]]
     for method in args.methods:
         if method not in todo:
