@@ -7,7 +7,7 @@
 # EXTRA="..." adds flags to bench/paper.py (e.g. EXTRA="--methods stm" or EXTRA="--eval-epochs 300").
 #
 # Run it from a copy of the tree (/tmp/code), detached (setsid nohup), with the data already on the machine:
-# CIFAR-10's WebP parts in /tmp/c10, or a galaxy set packed by bench/carry_dataset.py in /tmp/carry/<name>. The
+# CIFAR-10's WebP parts in /tmp/c10, or a galaxy set packed by bench/carry_dataset.py in /tmp/carry/<name> ($CARRY_DIR). The
 # results land in $GALAXY_DISTILL_HOME/paper-results/<dataset>-ipc<K>.json as each record finishes, the log in
 # $GALAXY_DISTILL_HOME/paper-results/<BLOCK>.log, and $GALAXY_DISTILL_HOME/paper-results/<BLOCK>.done at the end.
 # DEADLINE_MINUTES (default 21) counts from this script's start; data preparation comes out of it.
@@ -19,7 +19,9 @@ RESULTS=$GALAXY_DISTILL_HOME/paper-results
 mkdir -p "$RESULTS"
 START=$(date +%s)
 DEADLINE=${DEADLINE_MINUTES:-21}
-FAST=(--expert-compile --expert-precision bf16-full --distill-compile --distill-precision bf16)
+# The compiled, bf16 paths (FAST_FLAGS overrides them, e.g. with "" for a CPU dry run).
+read -r -a FAST <<<"${FAST_FLAGS---expert-compile --expert-precision bf16-full --distill-compile --distill-precision bf16}"
+CARRY=${CARRY_DIR:-/tmp/carry}
 
 minutes_left() {  # [share]: the minutes left before the deadline, times share
   python3 -c "print(round(max(1.0, (${DEADLINE} * 60 - ($(date +%s) - ${START})) / 60 * ${1:-1}), 2))"
@@ -31,7 +33,7 @@ cifar() {  # name [--zca]: CIFAR-10 prepared from /tmp/c10 (the lossless WebP co
 }
 
 galaxy() {  # name: a set packed here by bench/carry_dataset.py, unpacked into the workspace
-  [ -f "$GALAXY_DISTILL_HOME/datasets/$1/meta.json" ] || python3 bench/carry_dataset.py unpack "/tmp/carry/$1"
+  [ -f "$GALAXY_DISTILL_HOME/datasets/$1/meta.json" ] || python3 bench/carry_dataset.py unpack "$CARRY/$1"
 }
 
 paper() {  # dataset ipc minutes args...: one block of bench/paper.py
