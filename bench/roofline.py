@@ -78,8 +78,9 @@ def peak_for(device_name: str | None) -> dict[str, Any] | None:
 
 
 NO_TRAFFIC = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "lift_fresh", "set_",
-              "resize_", "_local_scalar_dense", "record_stream", "is_same_size"}
-"""Operators that allocate or inspect and move no tensor data (views are recognised by their schema)."""
+              "resize_", "_local_scalar_dense", "record_stream", "is_same_size", "_unsafe_view"}
+"""Operators that allocate, inspect or re-label storage and move no tensor data (`_unsafe_view`: a view whose schema
+does not say so); views are recognised by their schema."""
 
 
 def _is_matmul_conv(func: torch._ops.OpOverload) -> bool:
