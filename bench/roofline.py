@@ -171,7 +171,7 @@ def roofline_row(config: dict, measured: dict, counted: dict, flops_extrapolated
 
 
 def shrunk(config: dict) -> dict:
-    """A config at test size (as peer_speed.py --tiny): 2 steps, IPC 1, the batch at most one image per class."""
+    """A config at test size, as peer_speed.py --tiny makes it: 2 syn steps, IPC 1, the batch at most one image per class."""
     return {**config, "syn_steps": 2, "ipc": 1, "batch_syn": min(config["batch_syn"], config["classes"])}
 
 

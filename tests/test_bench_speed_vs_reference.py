@@ -1,0 +1,125 @@
+"""bench/speed_vs_reference.py on the CPU: the issue's schema, the clear failure without the reference's code, the
+whole call with a stand-in for the reference's modules (the wiring: the peer harness run as a child, its rows merged
+with ours), and with the reference's own modules where they have been copied in (skipped otherwise)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+from speed_vs_reference import find_peer, markdown_table, missing_reference, row_for  # noqa: E402
+
+SCRIPT = BENCH / "speed_vs_reference.py"
+PEER = find_peer(None)
+REFERENCE_DIR = Path(os.environ.get("MTT_REFERENCE_DIR", BENCH.parent / ".peer" / "mtt"))
+SCHEMA = {"name", "s_per_iter", "peak_mem_gib", "ref_s_per_iter", "ref_peak_mem_gib", "gpu"}
+
+STAND_IN = {
+    "networks.py": "",
+    "reparam_module.py": textwrap.dedent('''
+        import torch
+
+
+        class ReparamModule(torch.nn.Module):
+            """Stand-in: the module's parameters as one flat vector, as the reference's forward(x, flat_param=...)."""
+
+            def __init__(self, module):
+                super().__init__()
+                self.module = module
+                self.names = [name for name, _ in module.named_parameters()]
+                self.shapes = [p.shape for p in module.parameters()]
+                self.flat_param = torch.nn.Parameter(torch.cat([p.detach().reshape(-1) for p in module.parameters()]))
+
+            def forward(self, x, flat_param=None):
+                flat = self.flat_param if flat_param is None else flat_param
+                pieces = flat.split([s.numel() for s in self.shapes])
+                params = {n: p.view(s) for n, p, s in zip(self.names, pieces, self.shapes)}
+                return torch.func.functional_call(self.module, params, (x,))
+        '''),
+    "utils.py": textwrap.dedent('''
+        import torch
+
+
+        class ParamDiffAug:
+            pass
+
+
+        def DiffAugment(x, strategy="", seed=-1, param=None):
+            return x
+
+
+        def get_network(model, channel, num_classes, im_size=(32, 32), dist=True):
+            side = im_size[0] // 2
+            return torch.nn.Sequential(torch.nn.Conv2d(channel, 8, 3, padding=1), torch.nn.GroupNorm(8, 8),
+                                       torch.nn.ReLU(), torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+                                       torch.nn.Linear(8 * side * side, num_classes))
+        '''),
+}
+"""Not the reference's code: the three names peer_speed.py takes from its modules, small, to test the wiring."""
+
+
+def test_a_row_has_the_issue_schema_and_the_ratios() -> None:
+    ours = {"s_per_iter": 0.1, "peak_mem_gib": 1.0, "times": [0.1], "compiled": True}
+    reference = {"config": "c", "s_per_iter_median": 0.6, "peak_mem_gib": 8.0, "gpu": "NVIDIA H200", "times": [0.6]}
+    row = row_for("c", ours, reference, "NVIDIA H200")
+    assert SCHEMA <= set(row) and (row["s_per_iter"], row["ref_s_per_iter"], row["ref_peak_mem_gib"]) == (0.1, 0.6, 8.0)
+    assert row["speedup"] == pytest.approx(6.0) and row["memory_ratio"] == pytest.approx(0.125) and "note" not in row
+    assert row["ours"]["times"] == [0.1] and row["reference"]["times"] == [0.6]
+    failed = row_for("d", {"s_per_iter": None, "peak_mem_gib": None}, {"s_per_iter_median": None, "peak_mem_gib": None,
+                                                                       "error": "OutOfMemoryError"}, "NVIDIA H200")
+    assert "speedup" not in failed and failed["reference"]["error"] == "OutOfMemoryError"
+    table = markdown_table({"gpu": "NVIDIA H200", "torch": "2", "revision": "abc", "settings": {"way": "bf16, compiled"},
+                            "configs": [row, failed]})
+    assert "| c | 0.100 | 0.600 | 6.00x | 1.00 | 8.00 | 0.125 |" in table and "| d | — | — | — | — | — | — |" in table
+
+
+def test_without_the_reference_code_it_stops_and_says_what_to_copy(tmp_path: Path) -> None:
+    if PEER is None:
+        pytest.skip("no peer harness (../shared/peer/peer_speed.py) beside this checkout")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--configs", "cifar10_ipc1",
+                           "--reference-dir", str(tmp_path), "--out", str(tmp_path / "s.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "networks.py, reparam_module.py, utils.py" in done.stderr
+    assert not (tmp_path / "s.json").exists()
+
+
+def _run_tiny(reference_dir: Path, out: Path) -> dict:
+    subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--timed", "1", "--configs", "cifar10_ipc1",
+                    "--reference-dir", str(reference_dir), "--out", str(out)], check=True, timeout=600,
+                   env={**os.environ, "MTT_REFERENCE_DIR": str(reference_dir)})
+    return json.loads(out.read_text())
+
+
+def test_both_loops_in_one_call_with_a_stand_in_reference(tmp_path: Path) -> None:
+    if PEER is None:
+        pytest.skip("no peer harness (../shared/peer/peer_speed.py) beside this checkout")
+    stand_in = tmp_path / "stand_in"
+    stand_in.mkdir()
+    for name, text in STAND_IN.items():
+        (stand_in / name).write_text(text)
+    record = _run_tiny(stand_in, tmp_path / "speed.json")
+    (row,) = record["configs"]
+    assert SCHEMA <= set(row) and row["name"] == "cifar10_ipc1" and row["gpu"] is None and record["tiny"]
+    assert row["s_per_iter"] > 0 and row["ref_s_per_iter"] > 0 and row["speedup"] > 0
+    assert row["reference"]["syn_steps"] == 2 and row["reference"]["ipc"] == 1 and row["reference"]["device"] == "cpu"
+    assert {"command", "revision", "gpu", "torch", "configs"} <= set(record)
+
+
+@pytest.mark.skipif(PEER is None or bool(missing_reference(REFERENCE_DIR)),
+                    reason=f"the reference MTT code (networks.py, reparam_module.py, utils.py of "
+                           f"GeorgeCazenavette/mtt-distillation) is not in {REFERENCE_DIR} (or $MTT_REFERENCE_DIR), or "
+                           f"../shared/peer is absent: copy them in as ../shared/peer/README.md says to run this")
+def test_both_loops_in_one_call_with_the_reference_code(tmp_path: Path) -> None:
+    record = _run_tiny(REFERENCE_DIR, tmp_path / "speed.json")
+    (row,) = record["configs"]
+    assert SCHEMA <= set(row) and row["s_per_iter"] > 0 and row["ref_s_per_iter"] > 0
+    assert row["reference"]["num_params"] > 0 and row["reference"]["depth"] == 3
