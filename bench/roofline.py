@@ -77,6 +77,34 @@ def peak_for(device_name: str | None) -> dict[str, Any] | None:
     return None
 
 
+def measured_ceilings(device: torch.device, size: int = 8192, copy_gib: float = 2.0, repeats: int = 10) -> dict[str, float]:
+    """The two ceilings as measured on this GPU (the datasheet's are not reached in practice: an H200 here gave about
+    790 TFLOP/s and 4.3 TB/s): a `size`^3 bf16 matrix product on random data (TFLOP/s), and a device-to-device copy of
+    `copy_gib` GiB counting bytes read and written (TB/s); each the mean of `repeats` timed runs after 3 warm-up ones."""
+    a, b = (torch.randn(size, size, device=device, dtype=torch.bfloat16) for _ in range(2))
+    source = torch.empty(int(copy_gib * 2**30), dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+
+    def timed(work) -> float:
+        for _ in range(3):
+            work()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        for _ in range(repeats):
+            work()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1000 / repeats
+
+    matmul_s = timed(lambda: torch.mm(a, b))
+    copy_s = timed(lambda: target.copy_(source))
+    del a, b, source, target
+    torch.cuda.empty_cache()
+    return {"bf16_matmul_tflops": 2 * size**3 / matmul_s / 1e12, "copy_tb_s": 2 * copy_gib * 2**30 / copy_s / 1e12,
+            "matmul_size": size, "copy_gib": copy_gib}
+
+
 NO_TRAFFIC = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "lift_fresh", "set_",
               "resize_", "_local_scalar_dense", "record_stream", "is_same_size", "_unsafe_view"}
 """Operators that allocate, inspect or re-label storage and move no tensor data (`_unsafe_view`: a view whose schema
@@ -134,8 +162,8 @@ def count_iteration(config: dict, device: torch.device, chunk: int | None, netwo
             "ops_counted": dict(moved.ops), "bytes_top_ops": [{"op": op, "bytes": count} for op, count in top]}
 
 
-def roofline_row(config: dict, measured: dict, counted: dict, flops_extrapolated: float | None, peak: dict | None
-                 ) -> dict[str, Any]:
+def roofline_row(config: dict, measured: dict, counted: dict, flops_extrapolated: float | None, peak: dict | None,
+                 ceilings: dict | None = None) -> dict[str, Any]:
     """A config's record: timing, counts, rates, intensities, peak fractions and top kernels."""
     seconds, flops, moved = measured["s_per_iter"], counted["flops"], counted["bytes"]
     row: dict[str, Any] = {
@@ -162,6 +190,9 @@ def roofline_row(config: dict, measured: dict, counted: dict, flops_extrapolated
         })
     else:
         row.update({"fraction_of_peak_flops": None, "fraction_of_peak_bandwidth_unfused": None})
+    if ceilings:
+        row["fraction_of_measured_matmul"] = row["tflops_per_s"] / ceilings["bf16_matmul_tflops"]
+        row["fraction_of_measured_copy_unfused"] = row["bandwidth_tb_s_unfused"] / ceilings["copy_tb_s"]
     total_ms = measured.get("device_ms_per_step") or 0.0
     row["device_ms_per_iter"] = total_ms
     row["top_kernels"] = [{"name": kernel["name"], "percent": 100 * kernel["ms_per_step"] / total_ms if total_ms else None,
@@ -188,6 +219,10 @@ def markdown_table(record: dict) -> str:
     peak = record.get("peak")
     limits = (f"{peak['matched']}: {peak['bf16_tflops']:g} TFLOP/s dense bf16, {peak['bandwidth_tb_s']:g} TB/s"
               if peak else "no peak known for this device")
+    ceilings = record.get("measured_ceilings")
+    if ceilings:
+        limits += (f"; measured here: {ceilings['bf16_matmul_tflops']:.0f} TFLOP/s bf16 matrix product, "
+                   f"{ceilings['copy_tb_s']:.2f} TB/s copy")
     lines = [f"Roofline, one outer iteration — {record.get('gpu') or 'CPU'} ({limits}), torch {record.get('torch')}, "
              f"revision {str(record.get('revision'))[:12]}, `{record.get('command')}`", "",
              "| config | s/it | GFLOP/it | TFLOP/s | % bf16 peak | GB/it unfused (conv+mm / rest) | FLOP/B | "
@@ -200,9 +235,11 @@ def markdown_table(record: dict) -> str:
         moved = row["bytes"]
         kernels = "; ".join(f"`{_kernel_name(k['name'])}` {_percent(k['percent'] and k['percent'] / 100, 0)}, "
                             f"{k['calls_per_iter']:g}" for k in row["top_kernels"])
+        measured = (f" ({_percent(row['fraction_of_measured_matmul'])} of measured)"
+                    if row.get("fraction_of_measured_matmul") is not None else "")
         lines.append(
             f"| {row['name']} | {row['s_per_iter']:.3f} | {row['flops'] / 1e9:.0f} | {row['tflops_per_s']:.1f} | "
-            f"{_percent(row.get('fraction_of_peak_flops'))} | {moved['total'] / 1e9:.1f} ({moved['matmul_conv'] / 1e9:.1f} / "
+            f"{_percent(row.get('fraction_of_peak_flops'))}{measured} | {moved['total'] / 1e9:.1f} ({moved['matmul_conv'] / 1e9:.1f} / "
             f"{moved['other'] / 1e9:.1f}) | {row['intensity_flop_per_byte']:.0f} | "
             f"{_percent(row.get('fraction_of_peak_bandwidth_unfused'), 0)} | {kernels} |")
     lines += ["", "Bytes: every aten operator's tensor inputs and outputs of an eager, unfused run (an upper bound on DRAM "
@@ -226,6 +263,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=NETWORK["width"], help="ConvNet width (the configs: 128)")
     parser.add_argument("--no-extrapolated", action="store_true",
                         help="skip the cross-check of the FLOPs against distill_flops.py's count from one image")
+    parser.add_argument("--no-ceilings", action="store_true",
+                        help="skip measuring the GPU's bf16 matrix-product rate and copy bandwidth (a few seconds)")
     parser.add_argument("--append", action="store_true", help="keep the configs already in --out that this run does not measure")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--table", type=Path, metavar="FILE.json", help="only print the markdown table of an existing file")
@@ -247,12 +286,16 @@ def main() -> None:
     run = environment()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     peak = peak_for(gpu)
+    ceilings = measured_ceilings(device) if device.type == "cuda" and not args.no_ceilings else None
+    if ceilings:
+        print(f"measured ceilings: {ceilings['bf16_matmul_tflops']:.0f} TFLOP/s bf16 matrix product, "
+              f"{ceilings['copy_tb_s']:.2f} TB/s copy", flush=True)
     rows = []
     if args.append and args.out.is_file():
         rows = [row for row in json.loads(args.out.read_text())["configs"] if not (args.configs and row["name"] in args.configs)]
     record = {"what": "roofline of one galaxy_distill outer distillation iteration per reference config (bench/roofline.py)",
               "command": run["command"], "revision": git_revision(), "gpu": gpu, "torch": torch.__version__,
-              "device": device.type, "peak": peak, "network": network, "tiny": args.tiny,
+              "device": device.type, "peak": peak, "measured_ceilings": ceilings, "network": network, "tiny": args.tiny,
               "settings": {"precision": "bf16" if bf16 else "fp32", "compiled": compiled,
                            "cuda_graphs": not args.no_cuda_graphs and device.type == "cuda", "timed_iterations": args.iterations, "warmup": 2},
               "bytes_note": "bytes = tensor inputs + outputs of every aten operator (views excepted) in one eager, "
@@ -273,7 +316,7 @@ def main() -> None:
             batch = min(config["batch_syn"], config["classes"] * config["ipc"])
             extrapolated = None if args.no_extrapolated else flops_per_iteration(
                 config["channels"], config["resolution"], config["classes"], config["syn_steps"], batch, network)["ours"]
-            row = roofline_row(config, measured, counted, extrapolated, peak)
+            row = {**roofline_row(config, measured, counted, extrapolated, peak, ceilings), "gpu": gpu}
         except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
             row = {"name": config["name"], "s_per_iter": None, "note": f"failed: {exc}"[:500]}
         if device.type == "cuda":

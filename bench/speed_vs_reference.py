@@ -88,6 +88,17 @@ def row_for(name: str, ours: dict, reference: dict | None, gpu: str | None) -> d
     return row
 
 
+def ours_from(path: Path, gpu: str | None) -> dict[str, Any]:
+    """The rows of an earlier roofline.py / distill_speed.py file by config name (the same GPU model required)."""
+    record = json.loads(path.read_text())
+    recorded_gpu = record.get("gpu")
+    if recorded_gpu != gpu:
+        sys.exit(f"speed_vs_reference: {path} was measured on {recorded_gpu}, this call runs on {gpu}: time ours again")
+    rows = {row["name"]: {key: value for key, value in row.items() if key not in ("top_kernels", "bytes_top_ops")}
+            for row in record["configs"]}
+    return {"record": record, "rows": rows}
+
+
 def _fmt(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -120,6 +131,9 @@ def main() -> None:
     parser.add_argument("--reference-dir", type=Path,
                         default=Path(os.environ.get("MTT_REFERENCE_DIR", REPO / ".peer" / "mtt")),
                         help="the reference's networks.py, reparam_module.py, utils.py (default $MTT_REFERENCE_DIR or .peer/mtt)")
+    parser.add_argument("--ours", type=Path, metavar="FILE.json",
+                        help="take ours from this roofline.py or distill_speed.py file (measured earlier on the same GPU, "
+                             "at the same settings) instead of timing it again: only the reference runs")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--table", type=Path, metavar="FILE.json", help="only print the markdown table of an existing file")
     args = parser.parse_args()
@@ -145,24 +159,37 @@ def main() -> None:
     if unknown := sorted(set(args.configs or []) - set(known)):
         sys.exit(f"speed_vs_reference: unknown config(s) {', '.join(unknown)}; known: {', '.join(known)}")
     chosen = [config for config in configs if not args.configs or config["name"] in args.configs]
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    earlier = ours_from(args.ours, gpu) if args.ours else None
     reference = run_reference(peer, args.reference_dir.resolve(), [config["name"] for config in chosen], device.type,
                               args.timed, args.tiny)
     configure_backends(device)
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     run = environment()
+    if earlier is not None:  # the file's settings, not this call's
+        first = next(iter(earlier["rows"].values()), {})
+        bf16, compiled = first.get("precision") == "bf16", bool(first.get("compiled"))
     way = f"{'bf16' if bf16 else 'fp32'}{', compiled' if compiled else ''}"
     record = {"what": "seconds per outer iteration and peak memory: galaxy_distill and the reference MTT loop "
-                      "(peer_speed.py) in one call on one device", "command": run["command"], "revision": git_revision(),
+                      "(peer_speed.py) in one call on one device" + (
+                          "" if earlier is None else "; ours read from an earlier file on the same GPU (ours_from)"),
+              "command": run["command"], "revision": git_revision(),
               "gpu": gpu, "torch": torch.__version__, "device": device.type, "tiny": args.tiny,
               "reference_revision": next((row.get("reference_revision") for row in reference.values()), None),
               "settings": {"way": way, "precision": "bf16" if bf16 else "fp32", "compiled": compiled, "timed": args.timed},
               "configs": []}
+    if earlier is not None:
+        record["ours_from"] = {"file": str(args.ours), **{key: earlier["record"].get(key) for key in (
+            "command", "revision", "git_revision", "gpu", "torch")}}
     for config in chosen:
         sized = shrunk(config) if args.tiny else config
-        try:
-            ours = measure(sized, args.timed, device, chunk_for(sized), cuda_graphs=True, bf16=bf16, compiled=compiled)
-        except RuntimeError as exc:  # out of memory included
-            ours = {"s_per_iter": None, "peak_mem_gib": None, "error": f"{exc}"[:300]}
+        if earlier is not None:
+            ours = earlier["rows"].get(config["name"], {"s_per_iter": None, "peak_mem_gib": None,
+                                                        "error": f"not in {args.ours}"})
+        else:
+            try:
+                ours = measure(sized, args.timed, device, chunk_for(sized), cuda_graphs=True, bf16=bf16, compiled=compiled)
+            except RuntimeError as exc:  # out of memory included
+                ours = {"s_per_iter": None, "peak_mem_gib": None, "error": f"{exc}"[:300]}
         if device.type == "cuda":
             torch.cuda.empty_cache()
         record["configs"].append(row_for(config["name"], ours, reference.get(config["name"]), gpu))

@@ -92,26 +92,49 @@ def test_without_the_reference_code_it_stops_and_says_what_to_copy(tmp_path: Pat
     assert not (tmp_path / "s.json").exists()
 
 
-def _run_tiny(reference_dir: Path, out: Path) -> dict:
+def _run_tiny(reference_dir: Path, out: Path, *more: str) -> dict:
     subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--timed", "1", "--configs", "cifar10_ipc1",
-                    "--reference-dir", str(reference_dir), "--out", str(out)], check=True, timeout=600,
+                    "--reference-dir", str(reference_dir), "--out", str(out), *more], check=True, timeout=600,
                    env={**os.environ, "MTT_REFERENCE_DIR": str(reference_dir)})
     return json.loads(out.read_text())
 
 
-def test_both_loops_in_one_call_with_a_stand_in_reference(tmp_path: Path) -> None:
-    if PEER is None:
-        pytest.skip("no peer harness (../shared/peer/peer_speed.py) beside this checkout")
+def _stand_in(tmp_path: Path) -> Path:
     stand_in = tmp_path / "stand_in"
     stand_in.mkdir()
     for name, text in STAND_IN.items():
         (stand_in / name).write_text(text)
-    record = _run_tiny(stand_in, tmp_path / "speed.json")
+    return stand_in
+
+
+@pytest.mark.slow
+def test_both_loops_in_one_call_with_a_stand_in_reference(tmp_path: Path) -> None:
+    if PEER is None:
+        pytest.skip("no peer harness (../shared/peer/peer_speed.py) beside this checkout")
+    record = _run_tiny(_stand_in(tmp_path), tmp_path / "speed.json")
     (row,) = record["configs"]
     assert SCHEMA <= set(row) and row["name"] == "cifar10_ipc1" and row["gpu"] is None and record["tiny"]
     assert row["s_per_iter"] > 0 and row["ref_s_per_iter"] > 0 and row["speedup"] > 0
     assert row["reference"]["syn_steps"] == 2 and row["reference"]["ipc"] == 1 and row["reference"]["device"] == "cpu"
     assert {"command", "revision", "gpu", "torch", "configs"} <= set(record)
+
+
+def test_ours_can_come_from_an_earlier_file_of_the_same_gpu(tmp_path: Path) -> None:
+    if PEER is None:
+        pytest.skip("no peer harness (../shared/peer/peer_speed.py) beside this checkout")
+    earlier = {"command": "python bench/roofline.py", "revision": "abc", "gpu": None, "torch": "2",
+               "configs": [{"name": "cifar10_ipc1", "s_per_iter": 0.25, "peak_mem_gib": None, "precision": "bf16",
+                            "compiled": True, "top_kernels": [{"name": "k"}]}]}
+    (tmp_path / "roofline.json").write_text(json.dumps(earlier))
+    record = _run_tiny(_stand_in(tmp_path), tmp_path / "speed.json", "--ours", str(tmp_path / "roofline.json"))
+    (row,) = record["configs"]
+    assert row["s_per_iter"] == 0.25 and row["ref_s_per_iter"] > 0 and "top_kernels" not in row["ours"]
+    assert record["ours_from"]["revision"] == "abc" and record["settings"]["way"] == "bf16, compiled"
+    (tmp_path / "h200.json").write_text(json.dumps({**earlier, "gpu": "NVIDIA H200"}))
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--configs", "cifar10_ipc1",
+                           "--reference-dir", str(tmp_path / "stand_in"), "--ours", str(tmp_path / "h200.json"),
+                           "--out", str(tmp_path / "other.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "time ours again" in done.stderr and not (tmp_path / "other.json").exists()
 
 
 @pytest.mark.skipif(PEER is None or bool(missing_reference(REFERENCE_DIR)),
