@@ -88,15 +88,24 @@ def row_for(name: str, ours: dict, reference: dict | None, gpu: str | None) -> d
     return row
 
 
-def ours_from(path: Path, gpu: str | None) -> dict[str, Any]:
-    """The rows of an earlier roofline.py / distill_speed.py file by config name (the same GPU model required)."""
-    record = json.loads(path.read_text())
-    recorded_gpu = record.get("gpu")
-    if recorded_gpu != gpu:
-        sys.exit(f"speed_vs_reference: {path} was measured on {recorded_gpu}, this call runs on {gpu}: time ours again")
+def ours_from(paths: list[Path]) -> dict[str, Any]:
+    """Ours from earlier roofline.py / distill_speed.py files (all of one GPU model): their rows by config name (a
+    later file's row replacing an earlier one's), the GPU, and each file's provenance."""
+    records = [(path, json.loads(path.read_text())) for path in paths]
+    gpus = {record.get("gpu") for _, record in records}
+    if len(gpus) != 1:
+        sys.exit(f"speed_vs_reference: the --ours files ran on different GPUs ({', '.join(map(str, gpus))})")
     rows = {row["name"]: {key: value for key, value in row.items() if key not in ("top_kernels", "bytes_top_ops")}
-            for row in record["configs"]}
-    return {"record": record, "rows": rows}
+            for _, record in records for row in record["configs"]}
+    provenance = [{"file": str(path), **{key: record.get(key) for key in ("command", "revision", "git_revision", "gpu",
+                                                                          "torch")}} for path, record in records]
+    return {"gpu": gpus.pop(), "rows": rows, "files": provenance}
+
+
+def reference_rows(paths: list[Path]) -> dict[str, dict]:
+    """peer_speed.py's JSON-lines rows by config name, from files it wrote (a later row replacing an earlier one)."""
+    return {row["config"]: row for path in paths for line in path.read_text().splitlines() if line.strip()
+            for row in [json.loads(line)]}
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -111,7 +120,9 @@ def markdown_table(record: dict) -> str:
              "|" + " --- |" * 7]
     for row in record["configs"]:
         speedup, ratio = row.get("speedup"), row.get("memory_ratio")
-        lines.append(f"| {row['name']} | {_fmt(row['s_per_iter'], 3)} | {_fmt(row['ref_s_per_iter'], 3)} | "
+        error = (row.get("reference") or {}).get("error") or ""
+        reference_s = ("out of memory" if "memory" in error.lower() else "failed") if error else _fmt(row["ref_s_per_iter"], 3)
+        lines.append(f"| {row['name']} | {_fmt(row['s_per_iter'], 3)} | {reference_s} | "
                      f"{_fmt(speedup, 2)}{'x' if speedup else ''} | {_fmt(row['peak_mem_gib'], 2)} | "
                      f"{_fmt(row['ref_peak_mem_gib'], 2)} | {_fmt(ratio, 3)} |")
     return "\n".join(lines)
@@ -131,67 +142,77 @@ def main() -> None:
     parser.add_argument("--reference-dir", type=Path,
                         default=Path(os.environ.get("MTT_REFERENCE_DIR", REPO / ".peer" / "mtt")),
                         help="the reference's networks.py, reparam_module.py, utils.py (default $MTT_REFERENCE_DIR or .peer/mtt)")
-    parser.add_argument("--ours", type=Path, metavar="FILE.json",
-                        help="take ours from this roofline.py or distill_speed.py file (measured earlier on the same GPU, "
-                             "at the same settings) instead of timing it again: only the reference runs")
+    parser.add_argument("--ours", type=Path, nargs="+", metavar="FILE.json",
+                        help="take ours from these roofline.py or distill_speed.py files (measured in the same device call "
+                             "as the reference, or on the same GPU) instead of timing it here")
+    parser.add_argument("--reference-rows", type=Path, nargs="+", metavar="FILE.jsonl",
+                        help="take the reference from these peer_speed.py outputs instead of running it here; with --ours "
+                             "too, nothing runs: the files are only merged (no GPU needed)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--table", type=Path, metavar="FILE.json", help="only print the markdown table of an existing file")
     args = parser.parse_args()
     if args.table:
         print(markdown_table(json.loads(args.table.read_text())))
         return
-    peer = find_peer(args.peer)
-    if peer is None:
-        sys.exit("speed_vs_reference: no peer harness (peer_speed.py, mtt_reference.py) found: give --peer DIR, e.g. "
-                 "../shared/peer")
-    if missing := missing_reference(args.reference_dir.resolve()):
-        sys.exit(f"speed_vs_reference: the reference MTT code is missing in {args.reference_dir}: {', '.join(missing)}. "
-                 "Copy networks.py, reparam_module.py and utils.py of GeorgeCazenavette/mtt-distillation (revision 50dccea) "
-                 "there, utils.py's kornia and torchvision imports wrapped in try/except (see ../shared/peer/README.md); "
-                 "never commit them")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("speed_vs_reference: no CUDA GPU (use --device cpu --tiny for a smoke test)")
-    bf16 = (args.precision or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
-    compiled = args.compile if args.compile is not None else device.type == "cuda"
     configs = json.loads(REFERENCE.read_text())["configs"]
     known = [config["name"] for config in configs]
     if unknown := sorted(set(args.configs or []) - set(known)):
         sys.exit(f"speed_vs_reference: unknown config(s) {', '.join(unknown)}; known: {', '.join(known)}")
     chosen = [config for config in configs if not args.configs or config["name"] in args.configs]
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    earlier = ours_from(args.ours, gpu) if args.ours else None
-    reference = run_reference(peer, args.reference_dir.resolve(), [config["name"] for config in chosen], device.type,
-                              args.timed, args.tiny)
+    earlier = ours_from(args.ours) if args.ours else None
+    offline = earlier is not None and args.reference_rows is not None
+    device = torch.device("cpu" if offline else args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("speed_vs_reference: no CUDA GPU (use --device cpu --tiny for a smoke test)")
+    gpu = earlier["gpu"] if offline else torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    if earlier is not None and earlier["gpu"] != gpu:
+        sys.exit(f"speed_vs_reference: the --ours files were measured on {earlier['gpu']}, this call runs on {gpu}: "
+                 "time ours again")
+    if args.reference_rows:
+        reference = reference_rows(args.reference_rows)
+    else:
+        peer = find_peer(args.peer)
+        if peer is None:
+            sys.exit("speed_vs_reference: no peer harness (peer_speed.py, mtt_reference.py) found: give --peer DIR, e.g. "
+                     "../shared/peer")
+        if missing := missing_reference(args.reference_dir.resolve()):
+            sys.exit(f"speed_vs_reference: the reference MTT code is missing in {args.reference_dir}: {', '.join(missing)}. "
+                     "Copy networks.py, reparam_module.py and utils.py of GeorgeCazenavette/mtt-distillation (revision "
+                     "50dccea) there, utils.py's kornia and torchvision imports wrapped in try/except (see "
+                     "../shared/peer/README.md); never commit them")
+        reference = run_reference(peer, args.reference_dir.resolve(), [config["name"] for config in chosen], device.type,
+                                  args.timed, args.tiny)
     configure_backends(device)
-    run = environment()
-    if earlier is not None:  # the file's settings, not this call's
+    bf16 = (args.precision or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
+    compiled = args.compile if args.compile is not None else device.type == "cuda"
+    if earlier is not None:  # the files' settings, not this call's
         first = next(iter(earlier["rows"].values()), {})
         bf16, compiled = first.get("precision") == "bf16", bool(first.get("compiled"))
+    run = environment()
     way = f"{'bf16' if bf16 else 'fp32'}{', compiled' if compiled else ''}"
     record = {"what": "seconds per outer iteration and peak memory: galaxy_distill and the reference MTT loop "
-                      "(peer_speed.py) in one call on one device" + (
-                          "" if earlier is None else "; ours read from an earlier file on the same GPU (ours_from)"),
-              "command": run["command"], "revision": git_revision(),
-              "gpu": gpu, "torch": torch.__version__, "device": device.type, "tiny": args.tiny,
+                      "(peer_speed.py) on one GPU" + ("" if earlier is None else
+                                                       "; ours from the files in ours_from (timed in the device call "
+                                                       "that ran the reference, where the command says so)"),
+              "command": run["command"], "revision": git_revision(), "gpu": gpu, "torch": torch.__version__,
+              "device": "cuda" if offline and gpu else device.type, "tiny": args.tiny,
               "reference_revision": next((row.get("reference_revision") for row in reference.values()), None),
+              "reference_from": [str(path) for path in args.reference_rows or []] or None,
+              "ours_from": earlier and earlier["files"],
               "settings": {"way": way, "precision": "bf16" if bf16 else "fp32", "compiled": compiled, "timed": args.timed},
               "configs": []}
-    if earlier is not None:
-        record["ours_from"] = {"file": str(args.ours), **{key: earlier["record"].get(key) for key in (
-            "command", "revision", "git_revision", "gpu", "torch")}}
     for config in chosen:
         sized = shrunk(config) if args.tiny else config
         if earlier is not None:
             ours = earlier["rows"].get(config["name"], {"s_per_iter": None, "peak_mem_gib": None,
-                                                        "error": f"not in {args.ours}"})
+                                                        "error": "not in the --ours files"})
         else:
             try:
                 ours = measure(sized, args.timed, device, chunk_for(sized), cuda_graphs=True, bf16=bf16, compiled=compiled)
             except RuntimeError as exc:  # out of memory included
                 ours = {"s_per_iter": None, "peak_mem_gib": None, "error": f"{exc}"[:300]}
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         record["configs"].append(row_for(config["name"], ours, reference.get(config["name"]), gpu))
         write_json(args.out, record)
         row = record["configs"][-1]

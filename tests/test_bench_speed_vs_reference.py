@@ -79,7 +79,8 @@ def test_a_row_has_the_issue_schema_and_the_ratios() -> None:
     assert "speedup" not in failed and failed["reference"]["error"] == "OutOfMemoryError"
     table = markdown_table({"gpu": "NVIDIA H200", "torch": "2", "revision": "abc", "settings": {"way": "bf16, compiled"},
                             "configs": [row, failed]})
-    assert "| c | 0.100 | 0.600 | 6.00x | 1.00 | 8.00 | 0.125 |" in table and "| d | — | — | — | — | — | — |" in table
+    assert "| c | 0.100 | 0.600 | 6.00x | 1.00 | 8.00 | 0.125 |" in table
+    assert "| d | — | out of memory | — | — | — | — |" in table
 
 
 def test_without_the_reference_code_it_stops_and_says_what_to_copy(tmp_path: Path) -> None:
@@ -129,12 +130,41 @@ def test_ours_can_come_from_an_earlier_file_of_the_same_gpu(tmp_path: Path) -> N
     record = _run_tiny(_stand_in(tmp_path), tmp_path / "speed.json", "--ours", str(tmp_path / "roofline.json"))
     (row,) = record["configs"]
     assert row["s_per_iter"] == 0.25 and row["ref_s_per_iter"] > 0 and "top_kernels" not in row["ours"]
-    assert record["ours_from"]["revision"] == "abc" and record["settings"]["way"] == "bf16, compiled"
+    assert record["ours_from"][0]["revision"] == "abc" and record["settings"]["way"] == "bf16, compiled"
     (tmp_path / "h200.json").write_text(json.dumps({**earlier, "gpu": "NVIDIA H200"}))
     done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--configs", "cifar10_ipc1",
                            "--reference-dir", str(tmp_path / "stand_in"), "--ours", str(tmp_path / "h200.json"),
                            "--out", str(tmp_path / "other.json")], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "time ours again" in done.stderr and not (tmp_path / "other.json").exists()
+
+
+def test_files_of_one_device_call_merge_without_a_gpu(tmp_path: Path) -> None:
+    """The device call ran peer_speed.py and roofline.py; the issue's file is made from their outputs here."""
+    ours = {"command": "python3 bench/roofline.py", "revision": "abc", "gpu": "NVIDIA H200", "torch": "2.11",
+            "configs": [{"name": "cifar10_ipc1", "s_per_iter": 0.05, "peak_mem_gib": 0.5, "precision": "bf16",
+                         "compiled": True}]}
+    more = {**ours, "configs": [{"name": "gzoo2_128_ipc50", "s_per_iter": 2.5, "peak_mem_gib": 5.0, "precision": "bf16",
+                                 "compiled": True}]}
+    (tmp_path / "a.json").write_text(json.dumps(ours))
+    (tmp_path / "b.json").write_text(json.dumps(more))
+    lines = [{"config": "cifar10_ipc1", "s_per_iter_median": 0.6, "peak_mem_gib": 1.6, "gpu": "NVIDIA H200",
+              "reference_revision": "50dccea"},
+             {"config": "gzoo2_128_ipc50", "s_per_iter_median": None, "peak_mem_gib": None, "gpu": "NVIDIA H200",
+              "error": "OutOfMemoryError('CUDA out of memory')"}]
+    (tmp_path / "peer.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "speed.json"
+    subprocess.run([sys.executable, str(SCRIPT), "--configs", "cifar10_ipc1", "gzoo2_128_ipc50", "--ours",
+                    str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--reference-rows", str(tmp_path / "peer.jsonl"),
+                    "--out", str(out)], check=True, timeout=120, capture_output=True)
+    record = json.loads(out.read_text())
+    first, last = record["configs"]
+    assert record["gpu"] == "NVIDIA H200" and record["reference_revision"] == "50dccea" and len(record["ours_from"]) == 2
+    assert (first["name"], first["gpu"], first["speedup"]) == ("cifar10_ipc1", "NVIDIA H200", pytest.approx(12.0))
+    assert last["s_per_iter"] == 2.5 and last["ref_s_per_iter"] is None and "speedup" not in last
+    assert record["settings"]["way"] == "bf16, compiled"
+    table = subprocess.run([sys.executable, str(SCRIPT), "--table", str(out)], check=True, capture_output=True,
+                           text=True, timeout=60).stdout
+    assert "| gzoo2_128_ipc50 | 2.500 | out of memory |" in table
 
 
 @pytest.mark.skipif(PEER is None or bool(missing_reference(REFERENCE_DIR)),
