@@ -24,7 +24,8 @@ Writes one JSON (--out, after every config, so a run stopped early keeps what it
 table; `--table FILE.json` prints the table of an existing file (for docs/performance.md).
 
     python bench/roofline.py [--configs NAME ...] [--iterations 8] [--out bench/results/speed/roofline.json]
-    python bench/roofline.py --table bench/results/speed/roofline.json
+    python bench/roofline.py --table bench/results/speed/roofline.json [MORE.json ...]
+    python bench/roofline.py --merge A.json B.json --out bench/results/speed/roofline.json   # two device calls' configs
     python bench/roofline.py --device cpu --configs cifar10_ipc1 --iterations 1 --tiny --width 16 --out /tmp/r.json
 """
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +250,25 @@ def markdown_table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def merged(paths: list[Path]) -> dict:
+    """Several roofline.py files of one GPU model (e.g. the configs of two device calls) as one record: the configs in
+    the reference's order (a later file's row replacing an earlier one's), each row with its file's command, revision
+    and measured ceilings under "run", and the files under "merged_from"."""
+    records = [(path, json.loads(path.read_text())) for path in paths]
+    gpus = {record.get("gpu") for _, record in records}
+    if len(gpus) != 1:
+        sys.exit(f"roofline: the files ran on different GPUs ({', '.join(map(str, gpus))}): keep them apart")
+    if len(records) == 1:
+        return records[0][1]
+    order = [config["name"] for config in json.loads(REFERENCE.read_text())["configs"]]
+    provenance = ("command", "revision", "torch", "measured_ceilings")
+    rows = {row["name"]: {**row, "run": {key: record.get(key) for key in provenance}}
+            for _, record in records for row in record["configs"]}
+    return {**records[0][1], "command": " ; ".join(record["command"] for _, record in records),
+            "merged_from": [{"file": str(path), **{key: record.get(key) for key in provenance}} for path, record in records],
+            "configs": sorted(rows.values(), key=lambda row: order.index(row["name"]))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="*", help="config names (default: all nine)")
@@ -267,10 +288,18 @@ def main() -> None:
                         help="skip measuring the GPU's bf16 matrix-product rate and copy bandwidth (a few seconds)")
     parser.add_argument("--append", action="store_true", help="keep the configs already in --out that this run does not measure")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--table", type=Path, metavar="FILE.json", help="only print the markdown table of an existing file")
+    parser.add_argument("--table", type=Path, nargs="+", metavar="FILE.json",
+                        help="only print the markdown table of existing files (several: their configs together)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="FILE.json",
+                        help="only write the configs of several files (e.g. of two device calls) as one file, --out")
     args = parser.parse_args()
     if args.table:
-        print(markdown_table(json.loads(args.table.read_text())))
+        print(markdown_table(merged(args.table)))
+        return
+    if args.merge:
+        write_json(args.out, merged(args.merge))
+        print(markdown_table(merged([args.out])))
+        print(f"wrote {args.out}")
         return
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -307,6 +336,7 @@ def main() -> None:
         if args.tiny:
             config = shrunk(config)
         chunk = chunk_for(config)
+        began = time.perf_counter()
         try:
             measured = measure(config, args.iterations, device, chunk, not args.no_cuda_graphs, network=network, bf16=bf16,
                                kernels=TOP_KERNELS, compiled=compiled)
@@ -321,13 +351,16 @@ def main() -> None:
             row = {"name": config["name"], "s_per_iter": None, "note": f"failed: {exc}"[:500]}
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        # Compilation, warm-up, timing, profile and counts: what a device call must leave room for.
+        row["wall_s"] = time.perf_counter() - began
         rows = [r for r in rows if r["name"] != row["name"]] + [row]
         record["configs"] = sorted(rows, key=lambda r: order.index(r["name"]))
         write_json(args.out, record)
         if row["s_per_iter"] is not None:
             print(f"{row['name']:18s} {row['s_per_iter']:.4f} s/it  {row['flops'] / 1e9:9.1f} GFLOP  "
                   f"{row['tflops_per_s']:7.2f} TFLOP/s ({_percent(row['fraction_of_peak_flops'])} of peak)  "
-                  f"{row['bytes']['total'] / 1e9:8.2f} GB unfused  {row['intensity_flop_per_byte']:6.1f} FLOP/B", flush=True)
+                  f"{row['bytes']['total'] / 1e9:8.2f} GB unfused  {row['intensity_flop_per_byte']:6.1f} FLOP/B  "
+                  f"({row['wall_s']:.0f} s in all)", flush=True)
         else:
             print(f"{row['name']:18s} {row['note']}", flush=True)
     print(markdown_table(record))

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
-from roofline import ByteCounter, markdown_table, peak_for, roofline_row  # noqa: E402
+from roofline import ByteCounter, markdown_table, merged, peak_for, roofline_row  # noqa: E402
 
 
 def test_a_matmul_moves_its_operands_and_result_and_does_2mnk_flops() -> None:
@@ -73,6 +73,27 @@ def test_a_row_turns_counts_and_seconds_into_rates_and_fractions_of_the_peak() -
     assert roofline_row(config, measured, counted, None, None)["fraction_of_peak_flops"] is None
     table = markdown_table({"gpu": "NVIDIA H200", "peak": peak_for("NVIDIA H200"), "configs": [row]})
     assert "| c | 0.500 | 100000 | 200.0 | 20.2% |" in table and "`gemm` 25%, 60" in table
+    ceilings = {"bf16_matmul_tflops": 800.0, "copy_tb_s": 4.0}
+    measured_row = roofline_row(config, measured, counted, None, peak_for("NVIDIA H200"), ceilings)
+    assert measured_row["fraction_of_measured_matmul"] == pytest.approx(0.25)
+    assert measured_row["fraction_of_measured_copy_unfused"] == pytest.approx(1.0)
+    table = markdown_table({"gpu": "NVIDIA H200", "peak": peak_for("NVIDIA H200"), "measured_ceilings": ceilings,
+                            "configs": [measured_row]})
+    assert "20.2% (25.0% of measured)" in table and "measured here: 800 TFLOP/s" in table
+
+
+def test_files_of_two_device_calls_merge_in_the_reference_order(tmp_path: Path) -> None:
+    first = {"command": "one", "revision": "r", "gpu": "NVIDIA H200", "torch": "2", "configs": [{"name": "gzoo2_128_ipc1"}]}
+    second = {**first, "command": "two", "configs": [{"name": "cifar10_ipc1"}, {"name": "gzoo2_128_ipc1", "late": 1}]}
+    (tmp_path / "a.json").write_text(json.dumps(first))
+    (tmp_path / "b.json").write_text(json.dumps(second))
+    record = merged([tmp_path / "a.json", tmp_path / "b.json"])
+    assert [row["name"] for row in record["configs"]] == ["cifar10_ipc1", "gzoo2_128_ipc1"]
+    assert record["configs"][1]["late"] == 1 and record["configs"][1]["run"]["command"] == "two"
+    assert [entry["command"] for entry in record["merged_from"]] == ["one", "two"] and record["gpu"] == "NVIDIA H200"
+    (tmp_path / "c.json").write_text(json.dumps({**first, "gpu": "NVIDIA H100 80GB HBM3"}))
+    with pytest.raises(SystemExit):
+        merged([tmp_path / "a.json", tmp_path / "c.json"])
 
 
 def test_roofline_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
@@ -92,6 +113,7 @@ def test_roofline_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     assert moved["total"] == moved["matmul_conv"] + moved["other"] and moved["matmul_conv"] > 0 and moved["other"] > 0
     assert row["intensity_flop_per_byte"] == pytest.approx(row["flops"] / moved["total"])
     assert row["fraction_of_peak_flops"] is None and row["fraction_of_peak_bandwidth_unfused"] is None
+    assert row["gpu"] is None and row["wall_s"] > 0
     assert len(row["top_kernels"]) == 3 and all(kernel["calls_per_iter"] > 0 for kernel in row["top_kernels"])
     assert 0 < sum(kernel["percent"] for kernel in row["top_kernels"]) <= 100
     assert "| cifar10_ipc1 |" in printed
