@@ -197,6 +197,9 @@ def roofline_row(config: dict, measured: dict, counted: dict, flops_extrapolated
         row["fraction_of_measured_copy_unfused"] = row["bandwidth_tb_s_unfused"] / ceilings["copy_tb_s"]
     total_ms = measured.get("device_ms_per_step") or 0.0
     row["device_ms_per_iter"] = total_ms
+    # Kernel time over wall time (the profiled iterations against the timed ones): well under 1, the GPU waits for the
+    # host (launches, synchronisation); near 1, the kernels themselves are what to speed up.
+    row["device_busy_fraction"] = total_ms / 1000 / seconds if total_ms else None
     row["top_kernels"] = [{"name": kernel["name"], "percent": 100 * kernel["ms_per_step"] / total_ms if total_ms else None,
                            "ms_per_iter": kernel["ms_per_step"], "calls_per_iter": kernel["calls_per_step"]}
                           for kernel in measured.get("top_kernels", [])]
@@ -228,11 +231,11 @@ def markdown_table(record: dict) -> str:
     lines = [f"Roofline, one outer iteration — {record.get('gpu') or 'CPU'} ({limits}), torch {record.get('torch')}, "
              f"revision {str(record.get('revision'))[:12]}, `{record.get('command')}`", "",
              "| config | s/it | GFLOP/it | TFLOP/s | % bf16 peak | GB/it unfused (conv+mm / rest) | FLOP/B | "
-             "% bandwidth (unfused bound) | top kernels (% of kernel time, calls/it) |",
-             "|" + " --- |" * 9]
+             "% bandwidth (unfused bound) | GPU busy | top kernels (% of kernel time, calls/it) |",
+             "|" + " --- |" * 10]
     for row in record["configs"]:
         if row.get("s_per_iter") is None:
-            lines.append(f"| {row['name']} | {row.get('note', 'not measured')} |" + " |" * 7)
+            lines.append(f"| {row['name']} | {row.get('note', 'not measured')} |" + " |" * 8)
             continue
         moved = row["bytes"]
         kernels = "; ".join(f"`{_kernel_name(k['name'])}` {_percent(k['percent'] and k['percent'] / 100, 0)}, "
@@ -243,10 +246,12 @@ def markdown_table(record: dict) -> str:
             f"| {row['name']} | {row['s_per_iter']:.3f} | {row['flops'] / 1e9:.0f} | {row['tflops_per_s']:.1f} | "
             f"{_percent(row.get('fraction_of_peak_flops'))}{measured} | {moved['total'] / 1e9:.1f} ({moved['matmul_conv'] / 1e9:.1f} / "
             f"{moved['other'] / 1e9:.1f}) | {row['intensity_flop_per_byte']:.0f} | "
-            f"{_percent(row.get('fraction_of_peak_bandwidth_unfused'), 0)} | {kernels} |")
+            f"{_percent(row.get('fraction_of_peak_bandwidth_unfused'), 0)} | {_percent(row.get('device_busy_fraction'), 0)} | "
+            f"{kernels} |")
     lines += ["", "Bytes: every aten operator's tensor inputs and outputs of an eager, unfused run (an upper bound on DRAM "
               "traffic; the compiled run fuses elementwise work, so a bandwidth share above 100% means fusion saved "
-              "traffic). FLOPs: convolutions and matrix products (torch.utils.flop_counter)."]
+              "traffic). FLOPs: convolutions and matrix products (torch.utils.flop_counter). GPU busy: kernel time of "
+              "the profiled iterations over the timed wall time (below 100%: the GPU waits for the host)."]
     return "\n".join(lines)
 
 

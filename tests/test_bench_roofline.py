@@ -70,9 +70,10 @@ def test_a_row_turns_counts_and_seconds_into_rates_and_fractions_of_the_peak() -
     assert row["fraction_of_peak_bandwidth_unfused"] == pytest.approx(4.0 / 4.8)
     assert row["attainable_tflops_unfused"] == pytest.approx(50.0 * 4.8)
     assert row["top_kernels"] == [{"name": "gemm", "percent": 25.0, "ms_per_iter": 100.0, "calls_per_iter": 60.0}]
+    assert row["device_busy_fraction"] == pytest.approx(0.8)
     assert roofline_row(config, measured, counted, None, None)["fraction_of_peak_flops"] is None
     table = markdown_table({"gpu": "NVIDIA H200", "peak": peak_for("NVIDIA H200"), "configs": [row]})
-    assert "| c | 0.500 | 100000 | 200.0 | 20.2% |" in table and "`gemm` 25%, 60" in table
+    assert "| c | 0.500 | 100000 | 200.0 | 20.2% |" in table and "| 83% | 80% | `gemm` 25%, 60 |" in table
     ceilings = {"bf16_matmul_tflops": 800.0, "copy_tb_s": 4.0}
     measured_row = roofline_row(config, measured, counted, None, peak_for("NVIDIA H200"), ceilings)
     assert measured_row["fraction_of_measured_matmul"] == pytest.approx(0.25)
@@ -96,6 +97,7 @@ def test_files_of_two_device_calls_merge_in_the_reference_order(tmp_path: Path) 
         merged([tmp_path / "a.json", tmp_path / "c.json"])
 
 
+@pytest.mark.slow
 def test_roofline_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "roofline.json"
     command = [sys.executable, str(BENCH / "roofline.py"), "--device", "cpu", "--configs", "cifar10_ipc1",
