@@ -113,6 +113,14 @@ NO_TRAFFIC = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_st
 does not say so); views are recognised by their schema."""
 
 
+def _is_view(func: torch._ops.OpOverload) -> bool:
+    """Whether the operator's result aliases its input without writing (OpOverload.is_view, from the schema)."""
+    known = getattr(func, "is_view", None)
+    if known is not None:
+        return bool(known)
+    return any(ret.alias_info is not None and not ret.alias_info.is_write for ret in func._schema.returns)
+
+
 def _is_matmul_conv(func: torch._ops.OpOverload) -> bool:
     """Whether torch.utils.flop_counter counts FLOPs for the operator: convolutions and matrix products."""
     return func.overloadpacket in flop_registry
@@ -138,7 +146,7 @@ class ByteCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if func.is_view or func.overloadpacket.__name__ in NO_TRAFFIC:
+        if _is_view(func) or func.overloadpacket.__name__ in NO_TRAFFIC:
             return out
         moved = self.tensor_bytes((args, kwargs)) + self.tensor_bytes(out)
         kind = "matmul_conv" if _is_matmul_conv(func) else "other"
