@@ -27,6 +27,9 @@ table; `--table FILE.json` prints the table of an existing file (for docs/perfor
     python bench/roofline.py --table bench/results/speed/roofline.json [MORE.json ...]
     python bench/roofline.py --merge A.json B.json --out bench/results/speed/roofline.json   # two device calls' configs
     python bench/roofline.py --device cpu --configs cifar10_ipc1 --iterations 1 --tiny --width 16 --out /tmp/r.json
+
+On a GPU session, bench/roofline_device.sh runs it with the reference loop per group of configs in one device call
+(bench/results/speed/README-roofline.md).
 """
 
 from __future__ import annotations
