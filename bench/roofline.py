@@ -245,8 +245,9 @@ def markdown_table(record: dict) -> str:
              "% bandwidth (unfused bound) | GPU busy | top kernels (% of kernel time, calls/it) |",
              "|" + " --- |" * 10]
     for row in record["configs"]:
-        if row.get("s_per_iter") is None:
-            lines.append(f"| {row['name']} | {row.get('note', 'not measured')} |" + " |" * 8)
+        if row.get("s_per_iter") is None or "flops" not in row:
+            seconds = "—" if row.get("s_per_iter") is None else f"{row['s_per_iter']:.3f}"
+            lines.append(f"| {row['name']} | {seconds} | {row.get('note', 'not measured')} |" + " |" * 7)
             continue
         moved = row["bytes"]
         kernels = "; ".join(f"`{_kernel_name(k['name'])}` {_percent(k['percent'] and k['percent'] / 100, 0)}, "
@@ -356,15 +357,20 @@ def main() -> None:
         try:
             measured = measure(config, args.iterations, device, chunk, not args.no_cuda_graphs, network=network, bf16=bf16,
                                kernels=TOP_KERNELS, compiled=compiled)
+        except RuntimeError as exc:  # out of memory included
+            measured = None
+            row = {"name": config["name"], "gpu": gpu, "s_per_iter": None, "note": f"failed: {exc}"[:500]}
+        if measured is not None:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            counted = count_iteration(config, device, chunk, network, bf16)
-            batch = min(config["batch_syn"], config["classes"] * config["ipc"])
-            extrapolated = None if args.no_extrapolated else flops_per_iteration(
-                config["channels"], config["resolution"], config["classes"], config["syn_steps"], batch, network)["ours"]
-            row = {**roofline_row(config, measured, counted, extrapolated, peak, ceilings), "gpu": gpu}
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-            row = {"name": config["name"], "s_per_iter": None, "note": f"failed: {exc}"[:500]}
+            try:
+                counted = count_iteration(config, device, chunk, network, bf16)
+                batch = min(config["batch_syn"], config["classes"] * config["ipc"])
+                extrapolated = None if args.no_extrapolated else flops_per_iteration(
+                    config["channels"], config["resolution"], config["classes"], config["syn_steps"], batch, network)["ours"]
+                row = {**roofline_row(config, measured, counted, extrapolated, peak, ceilings), "gpu": gpu}
+            except RuntimeError as exc:  # the timing stands without the counts
+                row = {"name": config["name"], "gpu": gpu, **measured, "note": f"counting failed: {exc}"[:500]}
         if device.type == "cuda":
             torch.cuda.empty_cache()
         # Compilation, warm-up, timing, profile and counts: what a device call must leave room for.
@@ -372,7 +378,7 @@ def main() -> None:
         rows = [r for r in rows if r["name"] != row["name"]] + [row]
         record["configs"] = sorted(rows, key=lambda r: order.index(r["name"]))
         write_json(args.out, record)
-        if row["s_per_iter"] is not None:
+        if "flops" in row:
             print(f"{row['name']:18s} {row['s_per_iter']:.4f} s/it  {row['flops'] / 1e9:9.1f} GFLOP  "
                   f"{row['tflops_per_s']:7.2f} TFLOP/s ({_percent(row['fraction_of_peak_flops'])} of peak)  "
                   f"{row['bytes']['total'] / 1e9:8.2f} GB unfused  {row['intensity_flop_per_byte']:6.1f} FLOP/B  "

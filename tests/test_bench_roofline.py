@@ -122,3 +122,11 @@ def test_roofline_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     table = subprocess.run([sys.executable, str(BENCH / "roofline.py"), "--table", str(out)], capture_output=True,
                            text=True, check=True, timeout=60).stdout
     assert table.splitlines()[2].startswith("| config | s/it | GFLOP/it |") and "| cifar10_ipc1 |" in table
+
+
+def test_failed_configs_keep_their_row_and_a_timing_without_counts_is_kept() -> None:
+    table = markdown_table({"gpu": "NVIDIA H200", "peak": peak_for("NVIDIA H200"), "configs": [
+        {"name": "x", "s_per_iter": None, "note": "failed: CUDA out of memory"},
+        {"name": "y", "s_per_iter": 0.5, "note": "counting failed: CUDA out of memory"}]})
+    assert "| x | — | failed: CUDA out of memory |" in table and "| y | 0.500 | counting failed: CUDA" in table
+    assert all(line.count("|") == 11 for line in table.splitlines() if line.startswith("| x") or line.startswith("| y"))
