@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
-from roofline import ByteCounter, markdown_table, merged, peak_for, roofline_row  # noqa: E402
+from roofline import ByteCounter, markdown_table, measured_ceilings, merged, peak_for, roofline_row  # noqa: E402
 
 
 def test_a_matmul_moves_its_operands_and_result_and_does_2mnk_flops() -> None:
@@ -130,3 +130,24 @@ def test_failed_configs_keep_their_row_and_a_timing_without_counts_is_kept() -> 
         {"name": "y", "s_per_iter": 0.5, "note": "counting failed: CUDA out of memory"}]})
     assert "| x | — | failed: CUDA out of memory |" in table and "| y | 0.500 | counting failed: CUDA" in table
     assert all(line.count("|") == 11 for line in table.splitlines() if line.startswith("| x") or line.startswith("| y"))
+
+
+def test_the_ceilings_are_a_matrix_products_rate_and_a_copys_bytes_read_and_written(monkeypatch) -> None:
+    """CUDA events stood in for by the wall clock, so that the arithmetic runs on the CPU."""
+    import time
+
+    class Event:
+        def __init__(self, enable_timing: bool = False) -> None:
+            self.at = 0.0
+
+        def record(self) -> None:
+            self.at = time.perf_counter()
+
+        def elapsed_time(self, end: "Event") -> float:
+            return (end.at - self.at) * 1000
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    ceilings = measured_ceilings(torch.device("cpu"), size=64, copy_gib=1 / 1024, repeats=2)
+    assert ceilings["bf16_matmul_tflops"] > 0 and ceilings["copy_tb_s"] > 0
+    assert (ceilings["matmul_size"], ceilings["copy_gib"]) == (64, 1 / 1024)
