@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -75,6 +76,30 @@ def matching_problem(config: dict, device: torch.device, generator: torch.Genera
     return flat_view, start, target, images, labels
 
 
+def outer_iteration(config: dict, device: torch.device, chunk: int | None, cuda_graphs: bool, network: dict = NETWORK,
+                    shard: Shard = Shard(), bf16: bool = False, compiled: bool = False
+                    ) -> tuple[Callable[[], torch.Tensor], InnerLoop, torch.Tensor]:
+    """One outer iteration of a config as a call (the matching loss and gradients, then both optimiser steps; returns
+    the loss), its inner loop and the synthetic images it updates."""
+    generator = seeded_generator(0)
+    flat_view, start, target, images, labels = matching_problem(config, device, generator, network)
+    images.requires_grad_(True)
+    count = len(images)
+    step_sizes = LearnedStepSizes.start(0.01, 1, device)
+    pixel_optimizer = torch.optim.SGD([images], lr=1000.0, momentum=0.5)
+    inner = InnerLoop(flat_view, config["syn_steps"], min(config["batch_syn"], count), DiffAugment(), chunk_size=chunk,
+                      cuda_graphs=cuda_graphs, shard=shard, bf16=bf16, compile=compiled)
+
+    def iteration() -> torch.Tensor:
+        gradients = inner.loss_and_gradients(images, labels, step_sizes.values[0].clone(), start, target, generator)
+        images.grad = gradients.images
+        pixel_optimizer.step()
+        step_sizes.step(0, gradients.step_size, 1e-5)
+        return gradients.loss
+
+    return iteration, inner, images
+
+
 def measure(config: dict, timed: int, device: torch.device, chunk: int | None, cuda_graphs: bool,
             network: dict = NETWORK, shard: Shard = Shard(), bf16: bool = False, kernels: int = 0,
             compiled: bool = False, convolution_shapes: int = 0) -> dict:
@@ -85,28 +110,16 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
         # Each config compiles its own steps; without a reset, configs measured earlier in this process would use up
         # torch.compile's recompile limit for the same methods, and later configs would run uncompiled.
         torch._dynamo.reset()
-    generator = seeded_generator(0)
-    flat_view, start, target, images, labels = matching_problem(config, device, generator, network)
-    images.requires_grad_(True)
-    count = len(images)
-    step_sizes = LearnedStepSizes.start(0.01, 1, device)
-    pixel_optimizer = torch.optim.SGD([images], lr=1000.0, momentum=0.5)
-    inner = InnerLoop(flat_view, config["syn_steps"], min(config["batch_syn"], count), DiffAugment(), chunk_size=chunk,
-                      cuda_graphs=cuda_graphs, shard=shard, bf16=bf16, compile=compiled)
+    outer_iteration_call, inner, images = outer_iteration(config, device, chunk, cuda_graphs, network, shard, bf16,
+                                                          compiled)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    def outer_iteration() -> torch.Tensor:
-        gradients = inner.loss_and_gradients(images, labels, step_sizes.values[0].clone(), start, target, generator)
-        images.grad = gradients.images
-        pixel_optimizer.step()
-        step_sizes.step(0, gradients.step_size, 1e-5)
-        return gradients.loss
 
     times = []
     for iteration in range(2 + timed):
         synchronize(device)
         began = time.perf_counter()
-        loss = outer_iteration()
+        loss = outer_iteration_call()
         synchronize(device)
         if iteration >= 2:
             times.append(time.perf_counter() - began)
@@ -114,9 +127,9 @@ def measure(config: dict, timed: int, device: torch.device, chunk: int | None, c
                 "cuda_graphs": inner.replays_graphs(images), "precision": "bf16" if bf16 else "fp32", "compiled": compiled,
                 "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
     if kernels:
-        measured.update(kernel_profile(outer_iteration, device, kernels))
+        measured.update(kernel_profile(outer_iteration_call, device, kernels))
     if convolution_shapes:
-        measured.update(convolution_profile(outer_iteration, device, convolution_shapes))
+        measured.update(convolution_profile(outer_iteration_call, device, convolution_shapes))
     return measured
 
 
