@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from galaxy_distill.store import read_json
+from galaxy_distill.atomic_io import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"

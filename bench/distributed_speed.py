@@ -42,7 +42,7 @@ from galaxy_distill import distributed  # noqa: E402
 from galaxy_distill.data.registry import PreparedDataset  # noqa: E402
 from galaxy_distill.experts import ExpertSettings, train_experts  # noqa: E402
 from galaxy_distill.runtime import configure_backends, resolve_device  # noqa: E402
-from galaxy_distill.store import write_json  # noqa: E402
+from galaxy_distill.atomic_io import write_json  # noqa: E402
 
 CONFIGS = ("gzoo2_128_ipc10", "gzoo2_128_ipc50")
 SMOKE_NETWORK = {"depth": 2, "width": 8, "norm": "instancenorm"}

@@ -27,7 +27,7 @@ from galaxy_distill.evaluate.run import evaluate, results_table
 from galaxy_distill.evaluate.settings import EvaluateSettings
 from galaxy_distill.experts import ExpertSettings
 from galaxy_distill.experts.train import model_spec_for
-from galaxy_distill.store import read_json, write_json
+from galaxy_distill.atomic_io import read_json, write_json
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from galaxy_distill.rundir import load_synthetic  # noqa: E402
-from galaxy_distill.store import read_json, write_json  # noqa: E402
+from galaxy_distill.atomic_io import read_json, write_json  # noqa: E402
 
 # MTT (Cazenavette et al. 2022), CIFAR-10 hyperparameters per IPC.
 PUBLISHED = {

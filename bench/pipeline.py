@@ -20,16 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import distill_stage, environment, tag_distill_wall
 
-from galaxy_distill.config import workspace_dir
+from galaxy_distill.settings import workspace_dir
 from galaxy_distill.data import load_prepared
 from galaxy_distill.distill.run import distill
 from galaxy_distill.distill.settings import DistillSettings
-from galaxy_distill.evaluate.checkpoints import validation_evaluator
+from galaxy_distill.evaluate.selection import validation_evaluator
 from galaxy_distill.evaluate.run import evaluate, results_table
 from galaxy_distill.evaluate.settings import EvaluateSettings
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
 from galaxy_distill.experts.train import summarize
-from galaxy_distill.store import read_json, write_json
+from galaxy_distill.atomic_io import read_json, write_json
 
 
 def main() -> None:

@@ -31,13 +31,13 @@ from reliability_helpers import COMMAND, DATASET, cli_environment, record, run_i
 from safetensors.torch import load_file
 from shared_paths import GZ1_ROOT
 
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.distill.checkpoint import load_checkpoint
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts import ExpertStore
 from galaxy_distill.rundir import RunDir
-from galaxy_distill.store import read_json
+from galaxy_distill.atomic_io import read_json
 
 KILLS_PER_COMMAND = 3
 KILL_DELAYS = random.Random(20261128)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from shared_paths import CIFAR10_SCRIPT
 
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.cifar import build_cifar10, build_cifar100, read_batch
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.errors import GalaxyDistillError

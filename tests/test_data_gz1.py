@@ -12,7 +12,7 @@ from scipy import ndimage
 from shared_paths import GZ1_ROOT
 
 from galaxy_distill.data import gz1
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.images import BadImageError
 from galaxy_distill.data.registry import PreparedDataset, load_prepared, prepare
 from galaxy_distill.errors import GalaxyDistillError

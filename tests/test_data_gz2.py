@@ -21,7 +21,8 @@ from gz2_fixtures import (
 )
 
 from galaxy_distill.data import gz2
-from galaxy_distill.data.base import GZ2_CLASSES, PrepareSettings, stratified_split
+from galaxy_distill.data.base import GZ2_CLASSES, stratified_split
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.registry import prepare, with_defaults
 from galaxy_distill.errors import GalaxyDistillError
 

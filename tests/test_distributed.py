@@ -27,7 +27,7 @@ from test_matching import tiny_problem
 from typer.testing import CliRunner
 
 from galaxy_distill import cli
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.distributed import Shard
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts

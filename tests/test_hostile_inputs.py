@@ -32,7 +32,7 @@ from reliability_helpers import (
 )
 from shared_paths import GZ1_ROOT
 
-from galaxy_distill.store import read_json, save_tensors, sha256_file, write_json
+from galaxy_distill.atomic_io import read_json, save_tensors, sha256_file, write_json
 
 
 class RunsCode:

@@ -31,7 +31,7 @@ from galaxy_distill.distill.faults import MAX_FAULTS_IN_A_ROW
 from galaxy_distill.distill.run import distill
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.experts import ExpertStore
-from galaxy_distill.store import read_json, save_tensors, write_json
+from galaxy_distill.atomic_io import read_json, save_tensors, write_json
 
 
 @pytest.fixture(scope="module")

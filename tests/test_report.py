@@ -25,14 +25,14 @@ from galaxy_distill.data import PrepareSettings, prepare
 from galaxy_distill.distill.run import distill
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.evaluate.checkpoints import validation_evaluator
+from galaxy_distill.evaluate.selection import validation_evaluator
 from galaxy_distill.evaluate.run import evaluate
 from galaxy_distill.evaluate.settings import EvaluateSettings
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
 from galaxy_distill.report import write_report
 from galaxy_distill.report.explain import grad_cam, nearest, smooth_grad
 from galaxy_distill.runtime import seeded_generator
-from galaxy_distill.store import read_json, write_json
+from galaxy_distill.atomic_io import read_json, write_json
 
 SECTIONS = {"run", "prototypes", "evolution", "schedule", "curves", "evaluation", "neighbours", "saliency", "morphology"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

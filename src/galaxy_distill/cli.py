@@ -67,7 +67,7 @@ def data_prepare(
     config: ConfigOption = None,
 ) -> None:
     """Build a dataset into the workspace (idempotent: same settings reuse the stored copy)."""
-    from galaxy_distill.config import resolve_settings
+    from galaxy_distill.settings import resolve_settings
     from galaxy_distill.data import prepare
 
     settings = resolve_settings(PrepareSettings, config, {**values, "dataset": dataset})
@@ -111,10 +111,10 @@ def experts_command(values: dict[str, Any], out: OutOption = None, config: Confi
     from galaxy_distill import distributed  # here, not above: torch takes seconds to import and --help needs none of it
 
     distributed.launch(nproc)
-    from galaxy_distill.config import resolve_settings, workspace_dir
+    from galaxy_distill.settings import resolve_settings, workspace_dir
     from galaxy_distill.data import load_prepared
     from galaxy_distill.experts.train import summarize, train_experts
-    from galaxy_distill.store import read_json
+    from galaxy_distill.atomic_io import read_json
 
     settings = resolve_settings(ExpertSettings, config, values)
     dataset = load_prepared(settings.dataset, option="--dataset")
@@ -138,11 +138,11 @@ def distill_command(
     from galaxy_distill import distributed  # here, not above: torch takes seconds to import and --help needs none of it
 
     distributed.launch(nproc)
-    from galaxy_distill.config import resolve_settings, workspace_dir
+    from galaxy_distill.settings import resolve_settings, workspace_dir
     from galaxy_distill.data import load_prepared
     from galaxy_distill.distill.fresh_start import removed_if_start_fails
     from galaxy_distill.distill.run import distill
-    from galaxy_distill.evaluate.checkpoints import validation_evaluator
+    from galaxy_distill.evaluate.selection import validation_evaluator
     from galaxy_distill.experts import ExpertStore
 
     settings = resolve_settings(DistillSettings, config, values)
@@ -168,10 +168,10 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
     from galaxy_distill import distributed  # here, not above: torch takes seconds to import and --help needs none of it
 
     distributed.launch(nproc)
-    from galaxy_distill.config import resolve_settings
+    from galaxy_distill.settings import resolve_settings
     from galaxy_distill.data import load_prepared
     from galaxy_distill.evaluate.run import default_output, evaluate, results_table, run_description
-    from galaxy_distill.store import write_json
+    from galaxy_distill.atomic_io import write_json
 
     settings = resolve_settings(EvaluateSettings, config, values)
     run_settings = run_description(settings.run)

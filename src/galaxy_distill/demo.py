@@ -13,18 +13,18 @@ from pathlib import Path
 
 import typer
 
-from galaxy_distill.config import workspace_dir
+from galaxy_distill.settings import workspace_dir
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.distill.run import distill
 from galaxy_distill.distill.settings import DistillSettings
-from galaxy_distill.evaluate.checkpoints import validation_evaluator
+from galaxy_distill.evaluate.selection import validation_evaluator
 from galaxy_distill.evaluate.run import evaluate, results_table
 from galaxy_distill.evaluate.settings import EvaluateSettings
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
 from galaxy_distill.report import write_report
 from galaxy_distill.rundir import RunDir
-from galaxy_distill.store import atomic_write_bytes, write_json
+from galaxy_distill.atomic_io import atomic_write_bytes, write_json
 
 @dataclass(frozen=True)
 class DemoScale:

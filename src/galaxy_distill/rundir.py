@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from galaxy_distill.config import Settings, settings_differences
+from galaxy_distill.settings import Settings, settings_differences
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.store import read_json, save_tensors, write_json, write_yaml
+from galaxy_distill.atomic_io import read_json, save_tensors, write_json, write_yaml
 
 if TYPE_CHECKING:
     from galaxy_distill.data.registry import PreparedDataset

@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from galaxy_distill.config import settings_differences, workspace_dir
-from galaxy_distill.data.base import PrepareSettings, SourceImages, stratified_split
+from galaxy_distill.settings import settings_differences, workspace_dir
+from galaxy_distill.data.base import SourceImages, stratified_split
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.transforms import apply_matrix, fit_zca, rotate_augment
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.store import (
+from galaxy_distill.atomic_io import (
     atomic_write_bytes,
     load_arrays,
     read_json,

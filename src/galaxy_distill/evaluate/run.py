@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from galaxy_distill import distributed
-from galaxy_distill.config import workspace_dir
+from galaxy_distill.settings import workspace_dir
 from galaxy_distill.data.registry import PreparedDataset
 from galaxy_distill.rundir import RunDir, check_synthetic, load_synthetic, synthetic_file
 from galaxy_distill.errors import GalaxyDistillError
@@ -29,7 +29,7 @@ from galaxy_distill.evaluate.settings import EvaluateSettings
 from galaxy_distill.evaluate.train import Accuracy, TrainingProtocol, evaluate_image_set
 from galaxy_distill.models.spec import ModelSpec
 from galaxy_distill.runtime import configure_backends, resolve_device
-from galaxy_distill.store import (
+from galaxy_distill.atomic_io import (
     read_json,
     remove_interrupted_writes,
     sha256_file,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from galaxy_distill.config import Settings
+from galaxy_distill.settings import Settings
 
 
 class EvaluateSettings(Settings):

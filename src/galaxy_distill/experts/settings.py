@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from galaxy_distill.config import Settings
+from galaxy_distill.settings import Settings
 
 
 STEPS_PER_EPOCH = 20

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from galaxy_distill import distributed
-from galaxy_distill.config import settings_differences
+from galaxy_distill.settings import settings_differences
 from galaxy_distill.data.augment import AugmentDraw, DiffAugment
 from galaxy_distill.data.registry import PreparedDataset
 from galaxy_distill.errors import GalaxyDistillError
@@ -40,7 +40,7 @@ from galaxy_distill.runtime import (
     resolve_device,
     seeded_generator,
 )
-from galaxy_distill.store import (
+from galaxy_distill.atomic_io import (
     file_matches,
     read_json,
     remove_interrupted_writes,

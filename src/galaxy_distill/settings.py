@@ -34,7 +34,7 @@ def resolve_settings(
 
     A bad value is reported as the user gave it: the flag and its value, or the file and its key.
     """
-    from galaxy_distill.store import read_yaml  # store imports torch, which `--help` should not wait for
+    from galaxy_distill.atomic_io import read_yaml  # atomic_io imports torch, which `--help` should not wait for
 
     from_file: dict[str, Any] = read_yaml(config_file) if config_file is not None else {}
     flags = {key: value for key, value in overrides.items() if value is not None}
