@@ -43,7 +43,7 @@ def environment() -> dict[str, Any]:
     }
 
 
-def distill_stage(run: Path) -> dict[str, Any]:
+def distill_record(run: Path) -> dict[str, Any]:
     """What a results file records of a distillation, read back from its run directory."""
     metrics = read_json(run / "checkpoint.json")["metrics"]
     evaluated = [row for row in metrics if row["val_accuracy"] is not None]

@@ -71,7 +71,7 @@ def random_dataset(classes: int, resolution: int, train_images: int) -> Prepared
 
 def time_experts(args: argparse.Namespace, network: dict, classes: int, resolution: int, scratch: Path) -> dict:
     dataset = random_dataset(classes, resolution, args.train_images)
-    settings = ExpertSettings(dataset=dataset.name, model="convnet", **network, num_experts=args.experts,
+    settings = ExpertSettings(dataset=dataset.name, architecture="convnet", **network, num_experts=args.experts,
                               epochs=args.expert_epochs, batch_size=args.batch_size, parallel=args.parallel, device=args.device)
     distributed.barrier()
     began = time.perf_counter()

@@ -45,9 +45,9 @@ EXPERTS = ["experts", "--dataset", DATASET, "--width", "8", "--depth", "2", "--e
            "--num-experts", "10", "--parallel", "1", "--device", "cpu"]
 UNITS = {"experts": 10, "distill": 10, "evaluate": 10}
 DISTILL = ["distill", "--dataset", DATASET, "--method", "mtt", "--iterations", "20", "--syn-steps", "3", "--max-start-epoch", "2",
-           "--lr-img", "100", "--eval-every", "10", "--eval-nets", "1", "--eval-epochs", "4", "--checkpoint-every", "2",
+           "--lr-img", "100", "--eval-every", "10", "--eval-networks", "1", "--eval-epochs", "4", "--checkpoint-every", "2",
            "--device", "cpu"]
-EVALUATE = ["evaluate", "--baselines", "random", "--num-eval", "5", "--epochs", "6", "--device", "cpu"]
+EVALUATE = ["evaluate", "--baselines", "random", "--networks", "5", "--epochs", "6", "--device", "cpu"]
 
 
 @dataclass

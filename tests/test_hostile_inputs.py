@@ -122,7 +122,7 @@ def distill_args(experts: Path, *extra: str) -> list[str]:
 
 
 def evaluate_args(run: Path) -> list[str]:
-    return ["evaluate", "--run", str(run), "--num-eval", "1", "--epochs", "1", "--device", "cpu"]
+    return ["evaluate", "--run", str(run), "--networks", "1", "--epochs", "1", "--device", "cpu"]
 
 
 def prepare_gz1(root: Path) -> list[str]:

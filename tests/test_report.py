@@ -83,10 +83,10 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     store = ExpertStore(root / "experts")
     common = {"dataset": str(dataset.directory), "experts": root / "experts", "ipc": 2, "syn_steps": 3, "max_start_epoch": 2,
               "lr_img": 100.0, "snapshot_every": 2, "checkpoint_every": 3, "device": "cpu"}
-    stm = DistillSettings(**common, method="stm", iterations=6, eval_every=3, eval_nets=1, eval_epochs=5, stm_check_every=3,
-                          stm_lambda=0.01, stm_rise=0.01, stm_patience=4)
+    stm = DistillSettings(**common, method="stm", iterations=6, eval_every=3, eval_networks=1, eval_epochs=5, stm_check_every=3,
+                          stm_lambda_decrease=0.01, stm_lambda_increase=0.01, stm_patience=4)
     distill(stm, dataset, store, root / "stm", evaluator=validation_evaluator(store.model_spec, dataset, stm))
-    results = evaluate(EvaluateSettings(run=root / "stm", baselines=["random", "class_average"], num_eval=1, epochs=5,
+    results = evaluate(EvaluateSettings(run=root / "stm", baselines=["random", "class_average"], networks=1, epochs=5,
                                         device="cpu"), dataset, store.model_spec.model_dump())
     write_json(root / "stm" / "evaluation.json", {"settings": {}, "results": results})
     distill(DistillSettings(**common, method="mtt", iterations=3), dataset, store, root / "mtt")

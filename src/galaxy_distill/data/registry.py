@@ -210,7 +210,7 @@ def prepare(settings: PrepareSettings, out_dir: Path | None = None, force: bool 
         existing = read_json(target / META_FILE)
         if existing.get("settings") == resolved and existing.get("format_version") == FORMAT_VERSION:
             return load_prepared(target)
-        differences = settings_differences(PrepareSettings, existing.get("settings"), resolved)
+        differences = settings_differences(PrepareSettings, existing.get("settings"), resolved, str(target / META_FILE))
         if differences and existing.get("format_version") == FORMAT_VERSION:
             raise GalaxyDistillError(
                 f"{target}: dataset '{settings.stored_name}' is already prepared there with other settings "
