@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -16,6 +17,14 @@ from galaxy_distill.atomic_io import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
+
+
+def add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
+    """--networks and --epochs of the final evaluation, as `galaxy-distill evaluate` names them (old names still work)."""
+    parser.add_argument("--networks", "--num-eval", type=int, default=5, help="networks trained per evaluated set "
+                        "(evaluate's --networks; --num-eval is the old name)")
+    parser.add_argument("--epochs", "--eval-epochs", type=int, default=1000, help="epochs each of those networks trains "
+                        "(evaluate's --epochs; --eval-epochs is the old name)")
 
 
 def git_revision() -> str:

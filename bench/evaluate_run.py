@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import distill_record, environment, tag_distill_wall
+from common import add_evaluation_flags, distill_record, environment, tag_distill_wall
 
 from galaxy_distill.data import load_prepared
 from galaxy_distill.evaluate.run import evaluate, results_table
@@ -36,10 +36,7 @@ def main() -> None:
     parser.add_argument("--experts-record", type=Path, required=True, help="the pipeline's JSON of the experts stage")
     parser.add_argument("--baselines", nargs="*", default=[])
     parser.add_argument("--architectures", nargs="+", default=["convnet"])
-    parser.add_argument("--networks", "--num-eval", type=int, default=5, help="networks trained per evaluated set "
-                        "(evaluate's --networks; --num-eval is the old name)")
-    parser.add_argument("--epochs", "--eval-epochs", type=int, default=1000, help="epochs each of those networks trains "
-                        "(evaluate's --epochs; --eval-epochs is the old name)")
+    add_evaluation_flags(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--resume", action="store_true", help="reuse the networks an interrupted evaluation of this run finished")
     parser.add_argument("--out", type=Path, required=True)

@@ -31,9 +31,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from galaxy_distill.rundir import load_synthetic  # noqa: E402
+from common import add_evaluation_flags  # noqa: E402
+
 from galaxy_distill.atomic_io import read_json, write_json  # noqa: E402
+from galaxy_distill.rundir import load_synthetic  # noqa: E402
 
 # MTT (Cazenavette et al. 2022), CIFAR-10 hyperparameters per IPC.
 PUBLISHED = {
@@ -88,10 +91,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["mtt-reference", "mtt", "stm", "random"],
                         choices=["mtt-reference", "mtt", "stm", "random"])
     parser.add_argument("--iterations", type=int, default=500)
-    parser.add_argument("--networks", "--num-eval", type=int, default=5, help="networks trained per evaluated set "
-                        "(evaluate's --networks; --num-eval is the old name)")
-    parser.add_argument("--epochs", "--eval-epochs", type=int, default=1000, help="epochs each of those networks trains "
-                        "(evaluate's --epochs; --eval-epochs is the old name)")
+    add_evaluation_flags(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--override", type=json.loads, default=None, help="JSON of hyperparameters replacing the table's")
     parser.add_argument("--work", type=Path, required=True, help="folder for the runs and logs")

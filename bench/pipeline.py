@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import distill_record, environment, tag_distill_wall
+from common import add_evaluation_flags, distill_record, environment, tag_distill_wall
 
 from galaxy_distill.atomic_io import write_json
 from galaxy_distill.data import load_prepared
@@ -53,10 +53,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--baselines", nargs="*", default=["random", "class_average", "full"])
     parser.add_argument("--architectures", nargs="+", default=["convnet"])
-    parser.add_argument("--networks", "--num-eval", type=int, default=5, help="networks trained per evaluated set "
-                        "(evaluate's --networks; --num-eval is the old name)")
-    parser.add_argument("--epochs", "--eval-epochs", type=int, default=1000, help="epochs each of those networks trains "
-                        "(evaluate's --epochs; --eval-epochs is the old name)")
+    add_evaluation_flags(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--experts-only", action="store_true",
                         help="train (or check) the experts and stop, so that several distillations can share them")

@@ -20,17 +20,15 @@ from galaxy_distill.errors import GalaxyDistillError
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 
 
+pytestmark = pytest.mark.usefixtures("workspace")
+
+
 @pytest.fixture(scope="session")
 def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The official cifar-10-batches-py layout, written once per session by the shared converter (~6 s)."""
     root = tmp_path_factory.mktemp("cifar10")
     subprocess.run([sys.executable, str(CIFAR10_SCRIPT), str(root)], check=True, capture_output=True)
     return root
-
-
-@pytest.fixture(autouse=True)
-def isolated_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GALAXY_DISTILL_HOME", str(tmp_path / "workspace"))
 
 
 def cifar_settings(dataset: str, root: Path, **changes: object) -> PrepareSettings:

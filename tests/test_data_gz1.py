@@ -17,17 +17,15 @@ from galaxy_distill.data.images import BadImageError
 from galaxy_distill.data.registry import PreparedDataset, load_prepared, prepare
 from galaxy_distill.errors import GalaxyDistillError
 
+pytestmark = pytest.mark.usefixtures("workspace")
+
+
 STORED_FILES = {"images.safetensors", "meta.json", "train_table.csv", "val_table.csv", "test_table.csv"}
 
 
 def gz1_settings(root: Path = GZ1_ROOT, **changes: object) -> PrepareSettings:
     values = {"dataset": "gz1-sdss", "root": root, "per_class": 20, "size": 32, **changes}
     return PrepareSettings(**values)
-
-
-@pytest.fixture(autouse=True)
-def isolated_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GALAXY_DISTILL_HOME", str(tmp_path / "workspace"))
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from PIL import Image
 from reliability_helpers import (
     DATASET,
     TinyWorkspace,
-    build_tiny_workspace,
     copy_workspace,
     record,
     run_installed,
@@ -397,11 +396,6 @@ CASES = [
     # Paths.
     Case("root with spaces and unicode missing", "paths", unicode_missing_root, "dir with spaces/星系 ü/nowhere: directory not found"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyWorkspace:
-    return build_tiny_workspace(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

@@ -18,7 +18,6 @@ import torch
 from reliability_helpers import (
     DATASET,
     TinyWorkspace,
-    build_tiny_workspace,
     copy_workspace,
     record,
     run_main,
@@ -32,11 +31,6 @@ from galaxy_distill.distill.run import distill
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.experts import ExpertStore
 from galaxy_distill.atomic_io import read_json, save_tensors, write_json
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyWorkspace:
-    return build_tiny_workspace(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture
