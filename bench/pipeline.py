@@ -26,7 +26,7 @@ from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.evaluate.run import results_table
 from galaxy_distill.evaluate.settings import EvaluateSettings
 from galaxy_distill.experts import ExpertSettings, ExpertStore
-from galaxy_distill.pipeline import distill_stage, evaluate_stage, run_dir, train_expert_stage
+from galaxy_distill.pipeline import default_run_dir, distill_stage, evaluate_stage, train_expert_stage
 from galaxy_distill.settings import workspace_dir
 
 
@@ -87,7 +87,7 @@ def main() -> None:
                 stm_patience=args.stm_patience, eval_every=args.eval_every, eval_networks=2, eval_epochs=300,
                 device=args.device, checkpoint_every=100, snapshot_every=100,
             )
-            run = run_dir(dataset, settings)
+            run = default_run_dir(dataset, settings)
             started = time.perf_counter()
             result = distill_stage(settings, dataset, run, resume=True, store=store)
             distill_wall = time.perf_counter() - started

@@ -458,7 +458,8 @@ def test_out_of_memory_is_one_line_naming_the_knobs(command: str, error: str, kn
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of "
                                           "79.10 GiB of which 1.2 GiB is free.\nSee documentation for Memory Management")
 
-    monkeypatch.setattr("galaxy_distill.data.load_prepared", exhausted)
+    monkeypatch.setattr("galaxy_distill.data.load_prepared", exhausted)  # the commands load their dataset
+    monkeypatch.setattr("galaxy_distill.pipeline.load_prepared", exhausted)  # evaluate's is named by its run
     args = {"distill": ["distill", "--dataset", "x", "--experts", "y"], "experts": ["experts", "--dataset", "x"],
             "evaluate": ["evaluate", "--dataset", "x"]}[command]
     result = run_main(args, monkeypatch, capsys)

@@ -112,12 +112,12 @@ def experts_command(values: dict[str, Any], out: OutOption = None, config: Confi
 
     distributed.launch(nproc)
     from galaxy_distill.data import load_prepared
-    from galaxy_distill.pipeline import experts_dir, train_expert_stage
+    from galaxy_distill.pipeline import default_experts_dir, train_expert_stage
     from galaxy_distill.settings import resolve_settings
 
     settings = resolve_settings(ExpertSettings, config, values)
     dataset = load_prepared(settings.dataset, option="--dataset")
-    out_dir = out or experts_dir(dataset)
+    out_dir = out or default_experts_dir(dataset)
     summary = train_expert_stage(settings, dataset, out_dir).summary
     typer.echo(f"{summary['experts']} experts in {out_dir}; final test accuracy "
                f"{summary['final_test_acc_mean']:.3f} ± {summary['final_test_acc_std']:.3f}")
@@ -137,12 +137,12 @@ def distill_command(
 
     distributed.launch(nproc)
     from galaxy_distill.data import load_prepared
-    from galaxy_distill.pipeline import distill_stage, run_dir
+    from galaxy_distill.pipeline import default_run_dir, distill_stage
     from galaxy_distill.settings import resolve_settings
 
     settings = resolve_settings(DistillSettings, config, values)
     dataset = load_prepared(settings.dataset, option="--dataset")
-    result = distill_stage(settings, dataset, out or run_dir(dataset, settings), resume=resume, note=typer.echo)
+    result = distill_stage(settings, dataset, out or default_run_dir(dataset, settings), resume=resume, note=typer.echo)
     best = "" if result.best_val_accuracy is None else (
         f"; best validation accuracy {result.best_val_accuracy:.3f} at iteration {result.best_iteration}")
     typer.echo(f"distilled {result.iterations} iterations in {result.wall_seconds:.0f} s into {result.run_dir}{best}")

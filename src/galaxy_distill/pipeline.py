@@ -36,12 +36,12 @@ def prepare_dataset(settings: PrepareSettings, force: bool = False) -> PreparedD
     return prepare(settings, force=force)
 
 
-def experts_dir(dataset: PreparedDataset) -> Path:
+def default_experts_dir(dataset: PreparedDataset) -> Path:
     """Where `galaxy-distill experts` stores a dataset's experts unless --out says otherwise."""
     return workspace_dir() / "experts" / dataset.name
 
 
-def run_dir(dataset: PreparedDataset, settings: DistillSettings) -> Path:
+def default_run_dir(dataset: PreparedDataset, settings: DistillSettings) -> Path:
     """Where `galaxy-distill distill` writes its run unless --out says otherwise."""
     return workspace_dir() / "runs" / f"{dataset.name}-{settings.method}-ipc{settings.ipc}"
 
