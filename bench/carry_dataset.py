@@ -28,7 +28,7 @@ from galaxy_distill.data.registry import (
     dataset_dir,
     load_prepared,
 )
-from galaxy_distill.store import read_json, save_arrays
+from galaxy_distill.atomic_io import read_json, save_arrays
 
 GRID_SIDE = 10  # images per grid row and column: 100 images a WebP file
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -12,10 +13,18 @@ from typing import Any
 
 import torch
 
-from galaxy_distill.store import read_json
+from galaxy_distill.atomic_io import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
+
+
+def add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
+    """--networks and --epochs of the final evaluation, as `galaxy-distill evaluate` names them (old names still work)."""
+    parser.add_argument("--networks", "--num-eval", type=int, default=5, help="networks trained per evaluated set "
+                        "(evaluate's --networks; --num-eval is the old name)")
+    parser.add_argument("--epochs", "--eval-epochs", type=int, default=1000, help="epochs each of those networks trains "
+                        "(evaluate's --epochs; --eval-epochs is the old name)")
 
 
 def git_revision() -> str:
@@ -43,7 +52,7 @@ def environment() -> dict[str, Any]:
     }
 
 
-def distill_stage(run: Path) -> dict[str, Any]:
+def distill_record(run: Path) -> dict[str, Any]:
     """What a results file records of a distillation, read back from its run directory."""
     metrics = read_json(run / "checkpoint.json")["metrics"]
     evaluated = [row for row in metrics if row["val_accuracy"] is not None]

@@ -32,7 +32,7 @@ from distill_speed import NETWORK, REFERENCE, matching_problem  # noqa: E402
 from galaxy_distill.data.augment import DiffAugment  # noqa: E402
 from galaxy_distill.distill.matching import InnerLoop  # noqa: E402
 from galaxy_distill.runtime import seeded_generator  # noqa: E402
-from galaxy_distill.store import write_json  # noqa: E402
+from galaxy_distill.atomic_io import write_json  # noqa: E402
 
 
 def counted_flops(channels: int, resolution: int, classes: int, steps: int, batch: int, network: dict = NETWORK

@@ -35,7 +35,7 @@ from galaxy_distill.distributed import Shard  # noqa: E402
 from galaxy_distill.models import build_model  # noqa: E402
 from galaxy_distill.models.functional import FlatParams  # noqa: E402
 from galaxy_distill.runtime import configure_backends, seeded_generator  # noqa: E402
-from galaxy_distill.store import write_json  # noqa: E402
+from galaxy_distill.atomic_io import write_json  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parent / "mtt_reference_h200.json"
 

@@ -42,7 +42,7 @@ from galaxy_distill import distributed  # noqa: E402
 from galaxy_distill.data.registry import PreparedDataset  # noqa: E402
 from galaxy_distill.experts import ExpertSettings, train_experts  # noqa: E402
 from galaxy_distill.runtime import configure_backends, resolve_device  # noqa: E402
-from galaxy_distill.store import write_json  # noqa: E402
+from galaxy_distill.atomic_io import write_json  # noqa: E402
 
 CONFIGS = ("gzoo2_128_ipc10", "gzoo2_128_ipc50")
 SMOKE_NETWORK = {"depth": 2, "width": 8, "norm": "instancenorm"}
@@ -71,7 +71,7 @@ def random_dataset(classes: int, resolution: int, train_images: int) -> Prepared
 
 def time_experts(args: argparse.Namespace, network: dict, classes: int, resolution: int, scratch: Path) -> dict:
     dataset = random_dataset(classes, resolution, args.train_images)
-    settings = ExpertSettings(dataset=dataset.name, model="convnet", **network, num_experts=args.experts,
+    settings = ExpertSettings(dataset=dataset.name, architecture="convnet", **network, num_experts=args.experts,
                               epochs=args.expert_epochs, batch_size=args.batch_size, parallel=args.parallel, device=args.device)
     distributed.barrier()
     began = time.perf_counter()

@@ -33,7 +33,7 @@ from galaxy_distill.experts.train import ExpertStep, _epoch_draws  # noqa: E402
 from galaxy_distill.models import build_model  # noqa: E402
 from galaxy_distill.models.functional import FlatParams  # noqa: E402
 from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator  # noqa: E402
-from galaxy_distill.store import write_json  # noqa: E402
+from galaxy_distill.atomic_io import write_json  # noqa: E402
 
 TRAIN_IMAGES, EPOCHS, EXPERTS = 50_000, 50, 100
 

@@ -25,7 +25,7 @@ from common import RESULTS, environment  # noqa: E402
 from galaxy_distill.data import load_prepared  # noqa: E402
 from galaxy_distill.experts import ExpertSettings, train_experts  # noqa: E402
 from galaxy_distill.experts.train import summarize  # noqa: E402
-from galaxy_distill.store import read_json, write_json  # noqa: E402
+from galaxy_distill.atomic_io import read_json, write_json  # noqa: E402
 
 
 def main() -> None:

@@ -31,9 +31,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import add_evaluation_flags  # noqa: E402
+
+from galaxy_distill.atomic_io import read_json, write_json  # noqa: E402
 from galaxy_distill.rundir import load_synthetic  # noqa: E402
-from galaxy_distill.store import read_json, write_json  # noqa: E402
 
 # MTT (Cazenavette et al. 2022), CIFAR-10 hyperparameters per IPC.
 PUBLISHED = {
@@ -64,7 +67,7 @@ def distill_commands(args: argparse.Namespace, ipc: int, seed: int, work: Path) 
     ours = ["--dataset", args.dataset, "--experts", str(args.experts), "--ipc", str(ipc), "--syn-steps", str(p["syn_steps"]),
             "--max-start-epoch", str(p["max_start_epoch"]), "--lr-img", str(p["lr_img"]), "--lr-lr", str(p["lr_lr"]),
             "--lr-init", str(p["lr_teacher"]), "--iterations", str(args.iterations), "--eval-every", str(args.iterations),
-            "--eval-nets", "1", "--eval-epochs", "50", "--seed", str(seed), "--device", args.device]
+            "--eval-networks", "1", "--eval-epochs", "50", "--seed", str(seed), "--device", args.device]
     return {
         "mtt-reference": [sys.executable, str(args.peer / "peer_accuracy.py"), "--experts", str(args.experts),
                           "--dataset", args.dataset, "--ipc", str(ipc), "--syn-steps", str(p["syn_steps"]),
@@ -88,8 +91,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["mtt-reference", "mtt", "stm", "random"],
                         choices=["mtt-reference", "mtt", "stm", "random"])
     parser.add_argument("--iterations", type=int, default=500)
-    parser.add_argument("--num-eval", type=int, default=5)
-    parser.add_argument("--eval-epochs", type=int, default=1000)
+    add_evaluation_flags(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--override", type=json.loads, default=None, help="JSON of hyperparameters replacing the table's")
     parser.add_argument("--work", type=Path, required=True, help="folder for the runs and logs")
@@ -102,7 +104,7 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__, "python": platform.python_version(),
         "hyperparameters": {str(ipc): {**PUBLISHED[ipc], **(args.override or {})} for ipc in args.ipcs},
-        "evaluation": {"networks": args.num_eval, "epochs": args.eval_epochs, "split": "test", "selection": "final"},
+        "evaluation": {"networks": args.networks, "epochs": args.epochs, "split": "test", "selection": "final"},
         "results": [],
     }
     if args.out.is_file():
@@ -119,7 +121,7 @@ def main() -> None:
 
     def evaluate(ipc: int, method: str, seed: int) -> dict:
         out = args.work / f"eval-{run_name(method, ipc, seed)}.json"
-        common = ["--num-eval", str(args.num_eval), "--epochs", str(args.eval_epochs), "--device", args.device, "--out", str(out)]
+        common = ["--networks", str(args.networks), "--epochs", str(args.epochs), "--device", args.device, "--out", str(out)]
         if method == "random":
             command = [*CLI, "evaluate", "--dataset", args.dataset, "--baselines", "random", "--ipc", str(ipc), *common]
             learned = None

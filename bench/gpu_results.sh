@@ -63,7 +63,7 @@ galaxy_chain() {  # dataset expert_batch expert_epochs [ipc...] (default: 1 10)
   local ipcs=("$@")
   [ $# -eq 0 ] && ipcs=(1 10)
   local common=(--dataset "$dataset" --num-experts 10 --expert-epochs "$expert_epochs" --expert-batch "$expert_batch" --syn-steps 20
-                --max-start-epoch 10 --lr-img 100 --iterations 300 --eval-every 100 --num-eval 5 --eval-epochs 500
+                --max-start-epoch 10 --lr-img 100 --iterations 300 --eval-every 100 --networks 5 --epochs 500
                 --architectures convnet resnet18 vgg11)
   python3 "$HERE/pipeline.py" "${common[@]}" --experts-only --out "$RESULTS/${dataset}_experts.json" || return
   local ipc
@@ -89,7 +89,7 @@ cifar_run() {  # ipc method
   [ "$method" = mtt ] && [ "$ipc" = "${FULL_WITH_IPC:-1}" ] && baselines=(full)
   python3 "$HERE/pipeline.py" --dataset cifar10-zca $CIFAR_EXPERTS --ipc "$ipc" --methods "$method" \
     --syn-steps "${steps[$ipc]}" --match-epochs "$match" --max-start-epoch "${start[$ipc]}" --lr-img "${lr_img[$ipc]}" \
-    --lr-init "${lr_init[$ipc]}" --iterations "${iterations[$ipc]}" --eval-every 100 --num-eval 5 --eval-epochs 1000 \
+    --lr-init "${lr_init[$ipc]}" --iterations "${iterations[$ipc]}" --eval-every 100 --networks 5 --epochs 1000 \
     --baselines "${baselines[@]}" --out "$RESULTS/cifar10_ipc${ipc}_${method}.json"
 }
 

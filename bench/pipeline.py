@@ -18,18 +18,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import distill_stage, environment, tag_distill_wall
+from common import add_evaluation_flags, distill_record, environment, tag_distill_wall
 
-from galaxy_distill.config import workspace_dir
+from galaxy_distill.atomic_io import write_json
 from galaxy_distill.data import load_prepared
-from galaxy_distill.distill.run import distill
 from galaxy_distill.distill.settings import DistillSettings
-from galaxy_distill.evaluate.checkpoints import validation_evaluator
-from galaxy_distill.evaluate.run import evaluate, results_table
+from galaxy_distill.evaluate.run import results_table
 from galaxy_distill.evaluate.settings import EvaluateSettings
-from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
-from galaxy_distill.experts.train import summarize
-from galaxy_distill.store import read_json, write_json
+from galaxy_distill.experts import ExpertSettings, ExpertStore
+from galaxy_distill.pipeline import default_run_dir, distill_stage, evaluate_stage, train_expert_stage
+from galaxy_distill.settings import workspace_dir
 
 
 def main() -> None:
@@ -55,8 +53,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--baselines", nargs="*", default=["random", "class_average", "full"])
     parser.add_argument("--architectures", nargs="+", default=["convnet"])
-    parser.add_argument("--num-eval", type=int, default=5)
-    parser.add_argument("--eval-epochs", type=int, default=1000)
+    add_evaluation_flags(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--experts-only", action="store_true",
                         help="train (or check) the experts and stop, so that several distillations can share them")
@@ -71,8 +68,8 @@ def main() -> None:
                                      batch_size=args.expert_batch, width=args.width, parallel=args.num_experts,
                                      compile=args.expert_compile, precision=args.expert_precision, device=args.device)
     started = time.perf_counter()
-    manifest = train_experts(expert_settings, dataset, experts_dir)
-    record["stages"]["experts"] = {"wall_s": time.perf_counter() - started, **summarize(read_json(manifest)),
+    summary = train_expert_stage(expert_settings, dataset, experts_dir).summary
+    record["stages"]["experts"] = {"wall_s": time.perf_counter() - started, **summary,
                                    "settings": expert_settings.model_dump(mode="json")}
     print(f"experts: {record['stages']['experts']}", flush=True)
     if args.experts_only:
@@ -80,7 +77,6 @@ def main() -> None:
         write_json(args.out, record)
         return
     store = ExpertStore(experts_dir)
-    model = store.model_spec.model_dump()
     for ipc in args.ipc:
         first = True
         for method in args.methods:
@@ -88,22 +84,21 @@ def main() -> None:
                 dataset=dataset.name, experts=experts_dir, method=method, ipc=ipc, syn_steps=args.syn_steps,
                 expert_epochs=args.match_epochs, batch_syn=args.batch_syn, lr_init=args.lr_init,
                 max_start_epoch=args.max_start_epoch, iterations=args.iterations, lr_img=args.lr_img,
-                stm_patience=args.stm_patience, eval_every=args.eval_every, eval_nets=2, eval_epochs=300,
+                stm_patience=args.stm_patience, eval_every=args.eval_every, eval_networks=2, eval_epochs=300,
                 device=args.device, checkpoint_every=100, snapshot_every=100,
             )
-            run_dir = workspace_dir() / "runs" / f"{dataset.name}-{method}-ipc{ipc}"
+            run = default_run_dir(dataset, settings)
             started = time.perf_counter()
-            result = distill(settings, dataset, store, run_dir, evaluator=validation_evaluator(store.model_spec, dataset, settings),
-                             resume=True)
+            result = distill_stage(settings, dataset, run, resume=True, store=store)
             distill_wall = time.perf_counter() - started
             # The measured wall time (not the run's own clock) and the result's counts, which resume keeps.
             record["stages"][f"distill-{method}-ipc{ipc}"] = {
-                **distill_stage(run_dir), "wall_s": distill_wall, "iterations": result.iterations,
+                **distill_record(run), "wall_s": distill_wall, "iterations": result.iterations,
                 "best_val_accuracy": result.best_val_accuracy, "best_iteration": result.best_iteration,
             }
-            eval_settings = EvaluateSettings(run=run_dir, baselines=args.baselines if first else [], num_eval=args.num_eval,
-                                             epochs=args.eval_epochs, architectures=args.architectures, device=args.device)
-            results = evaluate(eval_settings, dataset, model)
+            eval_settings = EvaluateSettings(run=run, baselines=args.baselines if first else [], networks=args.networks,
+                                             epochs=args.epochs, architectures=args.architectures, device=args.device)
+            results = evaluate_stage(eval_settings, dataset=dataset).results
             tag_distill_wall(results, method, distill_wall)
             record["results"] += results
             print(results_table(results), flush=True)

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from galaxy_distill.store import atomic_write_bytes  # noqa: E402
+from galaxy_distill.atomic_io import atomic_write_bytes  # noqa: E402
 from tables import MEMORY_TARGET, SPEED_TARGET, distill_way, fastest_by_config  # noqa: E402
 
 

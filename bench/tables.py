@@ -60,8 +60,13 @@ def results_table(path: Path) -> str:
     for name, stage in record.get("stages", {}).items():
         if stage.get("best_on_test") is not None:
             lines.append(f"\n{name}: best-on-test accuracy over the checkpoint evaluations (literature's protocol, "
-                         f"{stage['settings']['eval_nets']} networks each): {100 * stage['best_on_test']:.1f}%")
+                         f"{_eval_networks(stage['settings'])} networks each): {100 * stage['best_on_test']:.1f}%")
     return "\n".join(lines)
+
+
+def _eval_networks(settings: dict) -> int:
+    """DistillSettings.eval_networks, stored as eval_nets before it was renamed."""
+    return settings["eval_networks"] if "eval_networks" in settings else settings["eval_nets"]
 
 
 def speed_table(paths: list[Path]) -> str:
@@ -286,7 +291,7 @@ def inrun_table(run_dirs: list[Path]) -> str:
         if best:
             done += (f"{', '.join(row['iteration'] for row in evaluated)} | "
                      f"{100 * float(best['val_accuracy']):.1f} (it. {best['iteration']}) | {100 * float(best['test_accuracy']):.1f} | "
-                     f"{max(100 * float(row['test_accuracy']) for row in evaluated):.1f} | {settings['eval_nets']} x {settings['eval_epochs']} | ")
+                     f"{max(100 * float(row['test_accuracy']) for row in evaluated):.1f} | {_eval_networks(settings)} x {settings['eval_epochs']} | ")
         else:
             done += "— | — | — | — | — | "
         if rows:

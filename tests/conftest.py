@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from reliability_helpers import TinyWorkspace, build_tiny_workspace
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty workspace (GALAXY_DISTILL_HOME) of the test's own, and no GALAXY_DISTILL_DATA from outside.
+
+    Modules whose every test needs it say `pytestmark = pytest.mark.usefixtures("workspace")`."""
+    home = tmp_path / "workspace"
+    monkeypatch.setenv("GALAXY_DISTILL_HOME", str(home))
+    monkeypatch.delenv("GALAXY_DISTILL_DATA", raising=False)
+    return home
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyWorkspace:
+    """A prepared tiny gz1-sdss and a small expert store, built once per test module (reliability_helpers)."""
+    return build_tiny_workspace(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture

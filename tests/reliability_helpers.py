@@ -21,7 +21,7 @@ from PIL import Image
 from shared_paths import GZ1_ROOT
 
 from galaxy_distill import cli
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.experts import ExpertSettings, train_experts
 

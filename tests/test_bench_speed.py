@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from distill_flops import counted_flops, flops_per_iteration  # noqa: E402
 from distill_speed import chunk_for, measure, write_record  # noqa: E402
 
-from galaxy_distill.store import read_json  # noqa: E402
+from galaxy_distill.atomic_io import read_json  # noqa: E402
 
 
 def test_measure_times_outer_iterations_and_lists_the_largest_operators() -> None:

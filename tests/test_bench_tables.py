@@ -16,7 +16,7 @@ def entry(method: str, ipc: int | None, architecture: str, mean: float, std: flo
 
 
 def write_record(path: Path, method: str, results: list[dict], best_on_test: float) -> Path:
-    stage = {"iterations": 300, "best_on_test": best_on_test, "settings": {"eval_nets": 2}}
+    stage = {"iterations": 300, "best_on_test": best_on_test, "settings": {"eval_networks": 2}}
     path.write_text(json.dumps({"results": results, "stages": {f"distill-{method}-ipc1": stage}}))
     return path
 

@@ -31,13 +31,13 @@ from reliability_helpers import COMMAND, DATASET, cli_environment, record, run_i
 from safetensors.torch import load_file
 from shared_paths import GZ1_ROOT
 
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.distill.checkpoint import load_checkpoint
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts import ExpertStore
 from galaxy_distill.rundir import RunDir
-from galaxy_distill.store import read_json
+from galaxy_distill.atomic_io import read_json
 
 KILLS_PER_COMMAND = 3
 KILL_DELAYS = random.Random(20261128)
@@ -45,9 +45,9 @@ EXPERTS = ["experts", "--dataset", DATASET, "--width", "8", "--depth", "2", "--e
            "--num-experts", "10", "--parallel", "1", "--device", "cpu"]
 UNITS = {"experts": 10, "distill": 10, "evaluate": 10}
 DISTILL = ["distill", "--dataset", DATASET, "--method", "mtt", "--iterations", "20", "--syn-steps", "3", "--max-start-epoch", "2",
-           "--lr-img", "100", "--eval-every", "10", "--eval-nets", "1", "--eval-epochs", "4", "--checkpoint-every", "2",
+           "--lr-img", "100", "--eval-every", "10", "--eval-networks", "1", "--eval-epochs", "4", "--checkpoint-every", "2",
            "--device", "cpu"]
-EVALUATE = ["evaluate", "--baselines", "random", "--num-eval", "5", "--epochs", "6", "--device", "cpu"]
+EVALUATE = ["evaluate", "--baselines", "random", "--networks", "5", "--epochs", "6", "--device", "cpu"]
 
 
 @dataclass

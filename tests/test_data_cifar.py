@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 from shared_paths import CIFAR10_SCRIPT
 
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.cifar import build_cifar10, build_cifar100, read_batch
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.errors import GalaxyDistillError
 
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+
+
+pytestmark = pytest.mark.usefixtures("workspace")
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +29,6 @@ def cifar10_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cifar10")
     subprocess.run([sys.executable, str(CIFAR10_SCRIPT), str(root)], check=True, capture_output=True)
     return root
-
-
-@pytest.fixture(autouse=True)
-def isolated_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GALAXY_DISTILL_HOME", str(tmp_path / "workspace"))
 
 
 def cifar_settings(dataset: str, root: Path, **changes: object) -> PrepareSettings:

@@ -16,12 +16,7 @@ from typer.testing import CliRunner
 from galaxy_distill import cli
 
 
-@pytest.fixture(autouse=True)
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "workspace"
-    monkeypatch.setenv("GALAXY_DISTILL_HOME", str(home))
-    monkeypatch.delenv("GALAXY_DISTILL_DATA", raising=False)
-    return home
+pytestmark = pytest.mark.usefixtures("workspace")
 
 
 def invoke(*args: str) -> str:

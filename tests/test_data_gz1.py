@@ -12,10 +12,13 @@ from scipy import ndimage
 from shared_paths import GZ1_ROOT
 
 from galaxy_distill.data import gz1
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.images import BadImageError
 from galaxy_distill.data.registry import PreparedDataset, load_prepared, prepare
 from galaxy_distill.errors import GalaxyDistillError
+
+pytestmark = pytest.mark.usefixtures("workspace")
+
 
 STORED_FILES = {"images.safetensors", "meta.json", "train_table.csv", "val_table.csv", "test_table.csv"}
 
@@ -23,11 +26,6 @@ STORED_FILES = {"images.safetensors", "meta.json", "train_table.csv", "val_table
 def gz1_settings(root: Path = GZ1_ROOT, **changes: object) -> PrepareSettings:
     values = {"dataset": "gz1-sdss", "root": root, "per_class": 20, "size": 32, **changes}
     return PrepareSettings(**values)
-
-
-@pytest.fixture(autouse=True)
-def isolated_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GALAXY_DISTILL_HOME", str(tmp_path / "workspace"))
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,13 @@ from gz2_fixtures import (
 )
 
 from galaxy_distill.data import gz2
-from galaxy_distill.data.base import GZ2_CLASSES, PrepareSettings, stratified_split
+from galaxy_distill.data.base import GZ2_CLASSES, stratified_split
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.registry import prepare, with_defaults
 from galaxy_distill.errors import GalaxyDistillError
+
+
+pytestmark = pytest.mark.usefixtures("workspace")
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +43,6 @@ def hart16_root(tmp_path_factory: pytest.TempPathFactory, catalogue: Catalogue) 
 @pytest.fixture(scope="module")
 def kaggle_root(tmp_path_factory: pytest.TempPathFactory, catalogue: Catalogue) -> Path:
     return make_kaggle_root(tmp_path_factory.mktemp("kaggle"), catalogue)
-
-
-@pytest.fixture(autouse=True)
-def isolated_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GALAXY_DISTILL_HOME", str(tmp_path / "workspace"))
-    monkeypatch.delenv("GALAXY_DISTILL_DATA", raising=False)
 
 
 def settings(root: Path | None, **changes: object) -> PrepareSettings:

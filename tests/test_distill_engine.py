@@ -9,7 +9,7 @@ import pytest
 import torch
 from shared_paths import GZ1_ROOT
 
-from galaxy_distill.config import settings_differences
+from galaxy_distill.settings import settings_differences
 from galaxy_distill.data import PrepareSettings, prepare
 from galaxy_distill.distill.matching import InnerLoop
 from galaxy_distill.distill.run import distill

@@ -27,7 +27,7 @@ from test_matching import tiny_problem
 from typer.testing import CliRunner
 
 from galaxy_distill import cli
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.distributed import Shard
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
@@ -122,7 +122,7 @@ def test_experts_in_two_processes_make_the_same_store_and_resume(workspace: Path
 def test_distill_in_two_processes_gives_the_same_images(workspace: Path, tmp_path: Path) -> None:
     settings = ["distill", "--dataset", "gz1-sdss", "--experts", str(workspace / "experts-1"), "--method", "mtt",
                 "--ipc", "2", "--syn-steps", "3", "--max-start-epoch", "2", "--iterations", "3", "--batch-syn", "5",
-                "--eval-every", "2", "--eval-nets", "3", "--eval-epochs", "2", "--checkpoint-every", "2", "--device", "cpu"]
+                "--eval-every", "2", "--eval-networks", "3", "--eval-epochs", "2", "--checkpoint-every", "2", "--device", "cpu"]
     runs = {nproc: tmp_path / f"run-{nproc}" for nproc in (1, 2)}
     in_one_process([*settings, "--out", str(runs[1])], workspace)
     assert in_two_processes([*settings, "--out", str(runs[2])], workspace).stdout.count("distilled 3 iterations") == 1
@@ -140,7 +140,7 @@ def test_distill_in_two_processes_gives_the_same_images(workspace: Path, tmp_pat
 
 def test_evaluate_in_two_processes_gives_the_same_accuracies(workspace: Path, tmp_path: Path) -> None:
     settings = ["evaluate", "--dataset", "gz1-sdss", "--baselines", "random", "--baselines", "class_average", "--ipc", "2",
-                "--num-eval", "3", "--epochs", "4", "--split", "val", "--device", "cpu"]
+                "--networks", "3", "--epochs", "4", "--split", "val", "--device", "cpu"]
     outputs = {nproc: tmp_path / f"evaluation-{nproc}.json" for nproc in (1, 2)}
     in_one_process([*settings, "--out", str(outputs[1])], workspace)
     in_two_processes([*settings, "--out", str(outputs[2])], workspace)

@@ -12,7 +12,7 @@ from galaxy_distill.evaluate.train import Accuracy
 
 
 def fingerprint(**changes: object) -> dict:
-    settings = {"run": "/runs/a", "baselines": ["random", "class_average"], "architectures": ["convnet"], "num_eval": 5,
+    settings = {"run": "/runs/a", "baselines": ["random", "class_average"], "architectures": ["convnet"], "networks": 5,
                 "epochs": 1000, "lr": None, "seed": 0, "split": "test", **changes}
     return {"settings": settings, "dataset_sha256": "abc", "synthetic_sha256": "def", "run_model": None}
 
@@ -21,7 +21,7 @@ def test_asking_for_fewer_baselines_or_networks_reuses_the_finished_ones(tmp_pat
     path = tmp_path / "evaluation.partial.json"
     first = PartialResults(path, fingerprint(), resume=False)
     first.record("convnet/stm/0", {"test": Accuracy(0.59, [0.5, 0.6], [[1, 0], [0, 1]])}, 12.0)
-    narrower = PartialResults(path, fingerprint(baselines=["random"], num_eval=3, architectures=["convnet", "vgg11"]), resume=True)
+    narrower = PartialResults(path, fingerprint(baselines=["random"], networks=3, architectures=["convnet", "vgg11"]), resume=True)
     assert narrower.finished("convnet/stm/0")["test"].overall == 0.59
 
 

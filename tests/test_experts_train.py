@@ -11,14 +11,14 @@ from shared_paths import GZ1_ROOT
 
 import galaxy_distill.experts.train as training
 from galaxy_distill.data.augment import DiffAugment
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.registry import prepare
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
 from galaxy_distill.experts.train import ExpertStep, _epoch_draws
 from galaxy_distill.models.convnet import ConvNet
 from galaxy_distill.models.functional import FlatParams
-from galaxy_distill.store import read_json, write_json
+from galaxy_distill.atomic_io import read_json, write_json
 
 
 def stacked_problem(experts: int = 3, batch: int = 8):

@@ -27,12 +27,9 @@ from galaxy_distill.experts.settings import ExpertSettings, automatic_batch_size
 
 
 @pytest.fixture(autouse=True)
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "workspace"
-    monkeypatch.setenv("GALAXY_DISTILL_HOME", str(home))
-    monkeypatch.delenv("GALAXY_DISTILL_DATA", raising=False)
+def workspace(workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # no ./shared/data default is found
-    return home
+    return workspace
 
 
 def error_of(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> str:

@@ -395,7 +395,7 @@ def test_a_folder_dataset_goes_through_experts_distillation_and_evaluation(tmp_p
         ["experts", "--dataset", "mine", "--num-experts", "2", "--epochs", "3", "--width", "8", "--batch-size", "8", "--device", "cpu"],
         ["distill", "--dataset", "mine", "--experts", str(workspace / "experts" / "mine"), "--ipc", "1", "--syn-steps", "4",
          "--max-start-epoch", "2", "--iterations", "4", "--eval-every", "2", "--eval-epochs", "5", "--device", "cpu"],
-        ["evaluate", "--run", str(workspace / "runs" / "mine-stm-ipc1"), "--baselines", "random", "--num-eval", "1",
+        ["evaluate", "--run", str(workspace / "runs" / "mine-stm-ipc1"), "--baselines", "random", "--networks", "1",
          "--epochs", "5", "--device", "cpu"],
     ]
     for step in steps:

@@ -24,7 +24,6 @@ from PIL import Image
 from reliability_helpers import (
     DATASET,
     TinyWorkspace,
-    build_tiny_workspace,
     copy_workspace,
     record,
     run_installed,
@@ -32,7 +31,7 @@ from reliability_helpers import (
 )
 from shared_paths import GZ1_ROOT
 
-from galaxy_distill.store import read_json, save_tensors, sha256_file, write_json
+from galaxy_distill.atomic_io import read_json, save_tensors, sha256_file, write_json
 
 
 class RunsCode:
@@ -122,7 +121,7 @@ def distill_args(experts: Path, *extra: str) -> list[str]:
 
 
 def evaluate_args(run: Path) -> list[str]:
-    return ["evaluate", "--run", str(run), "--num-eval", "1", "--epochs", "1", "--device", "cpu"]
+    return ["evaluate", "--run", str(run), "--networks", "1", "--epochs", "1", "--device", "cpu"]
 
 
 def prepare_gz1(root: Path) -> list[str]:
@@ -399,11 +398,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyWorkspace:
-    return build_tiny_workspace(tmp_path_factory.mktemp("tiny"))
-
-
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_ends_in_one_error_line(case: Case, tiny: TinyWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -464,7 +458,8 @@ def test_out_of_memory_is_one_line_naming_the_knobs(command: str, error: str, kn
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of "
                                           "79.10 GiB of which 1.2 GiB is free.\nSee documentation for Memory Management")
 
-    monkeypatch.setattr("galaxy_distill.data.load_prepared", exhausted)
+    monkeypatch.setattr("galaxy_distill.data.load_prepared", exhausted)  # the commands load their dataset
+    monkeypatch.setattr("galaxy_distill.pipeline.load_prepared", exhausted)  # evaluate's is named by its run
     args = {"distill": ["distill", "--dataset", "x", "--experts", "y"], "experts": ["experts", "--dataset", "x"],
             "evaluate": ["evaluate", "--dataset", "x"]}[command]
     result = run_main(args, monkeypatch, capsys)

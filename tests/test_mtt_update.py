@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from reliability_helpers import DATASET, TinyWorkspace, build_tiny_workspace, copy_workspace
+from reliability_helpers import DATASET, TinyWorkspace, copy_workspace
 
 from galaxy_distill.data.registry import load_prepared
 from galaxy_distill.distill.checkpoint import load_checkpoint
@@ -27,11 +27,6 @@ from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.rundir import RunDir
 
 ITERATIONS = 3
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyWorkspace:
-    return build_tiny_workspace(tmp_path_factory.mktemp("tiny"))
 
 
 def reference_mtt(settings: DistillSettings, store: ExpertStore, flat_view: FlatParams, image_syn: torch.Tensor,

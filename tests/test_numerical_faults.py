@@ -18,7 +18,6 @@ import torch
 from reliability_helpers import (
     DATASET,
     TinyWorkspace,
-    build_tiny_workspace,
     copy_workspace,
     record,
     run_main,
@@ -31,12 +30,7 @@ from galaxy_distill.distill.faults import MAX_FAULTS_IN_A_ROW
 from galaxy_distill.distill.run import distill
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.experts import ExpertStore
-from galaxy_distill.store import read_json, save_tensors, write_json
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyWorkspace:
-    return build_tiny_workspace(tmp_path_factory.mktemp("tiny"))
+from galaxy_distill.atomic_io import read_json, save_tensors, write_json
 
 
 @pytest.fixture
@@ -203,7 +197,7 @@ def test_real_faults_stop_the_run_instead_of_producing_garbage(case: str, args: 
 @pytest.mark.parametrize(("case", "args", "expected"), [
     ("experts --lr 1e30", ["experts", "--dataset", DATASET, "--width", "8", "--depth", "2", "--epochs", "2", "--num-experts", "1",
                           "--lr", "1e30", "--device", "cpu", "--out", "{tmp}/experts"], "expert training diverged (loss nan)"),
-    ("evaluate --lr 1e8", ["evaluate", "--dataset", DATASET, "--baselines", "random", "--ipc", "2", "--num-eval", "1", "--epochs",
+    ("evaluate --lr 1e8", ["evaluate", "--dataset", DATASET, "--baselines", "random", "--ipc", "2", "--networks", "1", "--epochs",
                            "4", "--lr", "1e8", "--device", "cpu", "--out", "{tmp}/evaluation.json"], "diverged: loss nan"),
 ])
 def test_diverging_training_is_an_error_not_a_number(case: str, args: list[str], expected: str, workspace: TinyWorkspace,

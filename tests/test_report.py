@@ -25,14 +25,14 @@ from galaxy_distill.data import PrepareSettings, prepare
 from galaxy_distill.distill.run import distill
 from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.evaluate.checkpoints import validation_evaluator
+from galaxy_distill.evaluate.selection import validation_evaluator
 from galaxy_distill.evaluate.run import evaluate
 from galaxy_distill.evaluate.settings import EvaluateSettings
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
 from galaxy_distill.report import write_report
 from galaxy_distill.report.explain import grad_cam, nearest, smooth_grad
 from galaxy_distill.runtime import seeded_generator
-from galaxy_distill.store import read_json, write_json
+from galaxy_distill.atomic_io import read_json, write_json
 
 SECTIONS = {"run", "prototypes", "evolution", "schedule", "curves", "evaluation", "neighbours", "saliency", "morphology"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -83,10 +83,10 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     store = ExpertStore(root / "experts")
     common = {"dataset": str(dataset.directory), "experts": root / "experts", "ipc": 2, "syn_steps": 3, "max_start_epoch": 2,
               "lr_img": 100.0, "snapshot_every": 2, "checkpoint_every": 3, "device": "cpu"}
-    stm = DistillSettings(**common, method="stm", iterations=6, eval_every=3, eval_nets=1, eval_epochs=5, stm_check_every=3,
-                          stm_lambda=0.01, stm_rise=0.01, stm_patience=4)
+    stm = DistillSettings(**common, method="stm", iterations=6, eval_every=3, eval_networks=1, eval_epochs=5, stm_check_every=3,
+                          stm_lambda_decrease=0.01, stm_lambda_increase=0.01, stm_patience=4)
     distill(stm, dataset, store, root / "stm", evaluator=validation_evaluator(store.model_spec, dataset, stm))
-    results = evaluate(EvaluateSettings(run=root / "stm", baselines=["random", "class_average"], num_eval=1, epochs=5,
+    results = evaluate(EvaluateSettings(run=root / "stm", baselines=["random", "class_average"], networks=1, epochs=5,
                                         device="cpu"), dataset, store.model_spec.model_dump())
     write_json(root / "stm" / "evaluation.json", {"settings": {}, "results": results})
     distill(DistillSettings(**common, method="mtt", iterations=3), dataset, store, root / "mtt")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from galaxy_distill.config import Settings
+from galaxy_distill.settings import Settings
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.rundir import RunDir, load_synthetic, run_directories
 

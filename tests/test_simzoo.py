@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from galaxy_distill.data import morphology
-from galaxy_distill.data.base import GZ2_CLASSES, PrepareSettings, SourceImages
+from galaxy_distill.data.base import GZ2_CLASSES, SourceImages
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.images import crop_and_resize
 from galaxy_distill.data.registry import load_prepared, prepare
 from galaxy_distill.data.simzoo import CLASS_RECIPES, build, render_stamp

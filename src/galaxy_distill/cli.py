@@ -67,11 +67,11 @@ def data_prepare(
     config: ConfigOption = None,
 ) -> None:
     """Build a dataset into the workspace (idempotent: same settings reuse the stored copy)."""
-    from galaxy_distill.config import resolve_settings
-    from galaxy_distill.data import prepare
+    from galaxy_distill.pipeline import prepare_dataset
+    from galaxy_distill.settings import resolve_settings
 
     settings = resolve_settings(PrepareSettings, config, {**values, "dataset": dataset})
-    prepared = prepare(settings, force=force)
+    prepared = prepare_dataset(settings, force=force)
     counts = prepared.meta["counts"]
     typer.echo(f"prepared {prepared.name} in {prepared.directory}")
     for split in ("train", "val", "test"):
@@ -111,16 +111,14 @@ def experts_command(values: dict[str, Any], out: OutOption = None, config: Confi
     from galaxy_distill import distributed  # here, not above: torch takes seconds to import and --help needs none of it
 
     distributed.launch(nproc)
-    from galaxy_distill.config import resolve_settings, workspace_dir
     from galaxy_distill.data import load_prepared
-    from galaxy_distill.experts.train import summarize, train_experts
-    from galaxy_distill.store import read_json
+    from galaxy_distill.pipeline import default_experts_dir, train_expert_stage
+    from galaxy_distill.settings import resolve_settings
 
     settings = resolve_settings(ExpertSettings, config, values)
     dataset = load_prepared(settings.dataset, option="--dataset")
-    out_dir = out or workspace_dir() / "experts" / dataset.name
-    manifest = train_experts(settings, dataset, out_dir)
-    summary = summarize(read_json(manifest))
+    out_dir = out or default_experts_dir(dataset)
+    summary = train_expert_stage(settings, dataset, out_dir).summary
     typer.echo(f"{summary['experts']} experts in {out_dir}; final test accuracy "
                f"{summary['final_test_acc_mean']:.3f} ± {summary['final_test_acc_std']:.3f}")
 
@@ -138,22 +136,13 @@ def distill_command(
     from galaxy_distill import distributed  # here, not above: torch takes seconds to import and --help needs none of it
 
     distributed.launch(nproc)
-    from galaxy_distill.config import resolve_settings, workspace_dir
     from galaxy_distill.data import load_prepared
-    from galaxy_distill.distill.fresh_start import removed_if_start_fails
-    from galaxy_distill.distill.run import distill
-    from galaxy_distill.evaluate.checkpoints import validation_evaluator
-    from galaxy_distill.experts import ExpertStore
+    from galaxy_distill.pipeline import default_run_dir, distill_stage
+    from galaxy_distill.settings import resolve_settings
 
     settings = resolve_settings(DistillSettings, config, values)
     dataset = load_prepared(settings.dataset, option="--dataset")
-    store = ExpertStore(settings.experts)
-    out_dir = out or workspace_dir() / "runs" / f"{dataset.name}-{settings.method}-ipc{settings.ipc}"
-    evaluator = validation_evaluator(store.model_spec, dataset, settings)
-    with removed_if_start_fails(out_dir) as cleared:
-        if cleared:
-            typer.echo(f"note: {out_dir} held a run that stopped before its first checkpoint; starting afresh")
-        result = distill(settings, dataset, store, out_dir, evaluator=evaluator, resume=resume)
+    result = distill_stage(settings, dataset, out or default_run_dir(dataset, settings), resume=resume, note=typer.echo)
     best = "" if result.best_val_accuracy is None else (
         f"; best validation accuracy {result.best_val_accuracy:.3f} at iteration {result.best_iteration}")
     typer.echo(f"distilled {result.iterations} iterations in {result.wall_seconds:.0f} s into {result.run_dir}{best}")
@@ -168,42 +157,24 @@ def evaluate_command(values: dict[str, Any], out: Annotated[Optional[Path], type
     from galaxy_distill import distributed  # here, not above: torch takes seconds to import and --help needs none of it
 
     distributed.launch(nproc)
-    from galaxy_distill.config import resolve_settings
-    from galaxy_distill.data import load_prepared
-    from galaxy_distill.evaluate.run import default_output, evaluate, results_table, run_description
-    from galaxy_distill.store import write_json
+    from galaxy_distill.evaluate.run import results_table
+    from galaxy_distill.pipeline import evaluate_stage
+    from galaxy_distill.settings import resolve_settings
 
-    settings = resolve_settings(EvaluateSettings, config, values)
-    run_settings = run_description(settings.run)
-    dataset_name = settings.dataset or run_settings.get("dataset")
-    if dataset_name is None:
-        raise GalaxyDistillError("evaluate needs --dataset (or a --run that names it)")
-    dataset = load_prepared(dataset_name, option="--dataset")
-    run_model = None
-    if run_settings.get("experts"):
-        from galaxy_distill.experts import ExpertStore
-
-        run_model = ExpertStore(run_settings["experts"], verify=False).model_spec.model_dump()
-    target = out or default_output(settings, dataset)
-    results = evaluate(settings, dataset, run_model, output=target)
-    if distributed.is_main():
-        write_json(target, {"settings": settings.model_dump(mode="json"), "results": results})
-    # The output exists when any rank returns, and no rank tears its connections down while another still works
-    # (without this barrier, a two-process evaluation once ended in SIGABRT in rank 1, which writes nothing here).
-    distributed.barrier()
-    typer.echo(results_table(results))
-    typer.echo(f"wrote {target}")
+    outcome = evaluate_stage(resolve_settings(EvaluateSettings, config, values), output=out)
+    typer.echo(results_table(outcome.results))
+    typer.echo(f"wrote {outcome.output}")
 
 
 @app.command("report")
 def report_command(run: Annotated[Path, typer.Argument(help=(
         "A distillation run directory, or a directory of runs (such as the demo's): each run in it is reported."))]) -> None:
     """Write RUN/report/index.html: a self-contained page of prototypes, curves, evaluation, neighbours and saliency."""
-    from galaxy_distill.report import write_report
+    from galaxy_distill.pipeline import report_stage
     from galaxy_distill.rundir import run_directories
 
     for run_dir in run_directories(run):
-        typer.echo(f"wrote {write_report(run_dir)}")
+        typer.echo(f"wrote {report_stage(run_dir)}")
 
 
 @app.command("demo")
@@ -226,7 +197,7 @@ def main() -> None:
         "data": "--per-class or --size",
         "experts": "--parallel (experts trained at once) or --batch-size",
         "distill": "--batch-syn, --batch-chunk (images per chunk of an inner step: same gradients, less memory) or --syn-steps",
-        "evaluate": "--batch-size (the networks are trained one at a time, so --num-eval changes only the time)",
+        "evaluate": "--batch-size (the networks are trained one at a time, so --networks changes only the time)",
     }
     try:
         app()

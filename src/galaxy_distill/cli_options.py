@@ -17,7 +17,7 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type
 import typer
 from pydantic_core import PydanticUndefined
 
-from galaxy_distill.config import Settings
+from galaxy_distill.settings import Settings
 
 
 def _value_type(annotation: Any) -> Any:

@@ -1,6 +1,6 @@
 """`galaxy-distill demo`: the whole pipeline on a small simulated galaxy set, on CPU, in minutes.
 
-It wires the packages exactly as the separate commands do, with settings small enough
+It runs the stages of pipeline.py, as the separate commands do, with settings small enough
 for a laptop: SimZoo at 32 px, a few short experts, STM at IPC 1, and an evaluation of
 the prototypes against random real images and class-average images of the same size.
 """
@@ -13,18 +13,17 @@ from pathlib import Path
 
 import typer
 
-from galaxy_distill.config import workspace_dir
-from galaxy_distill.data.registry import prepare
+from galaxy_distill.atomic_io import atomic_write_bytes, write_json
 from galaxy_distill.data.settings import PrepareSettings
-from galaxy_distill.distill.run import distill
 from galaxy_distill.distill.settings import DistillSettings
-from galaxy_distill.evaluate.checkpoints import validation_evaluator
-from galaxy_distill.evaluate.run import evaluate, results_table
+from galaxy_distill.evaluate.run import results_table
 from galaxy_distill.evaluate.settings import EvaluateSettings
-from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts
-from galaxy_distill.report import write_report
+from galaxy_distill.experts.settings import ExpertSettings
+from galaxy_distill.experts.store import ExpertStore
+from galaxy_distill.pipeline import distill_stage, evaluate_stage, prepare_dataset, report_stage, train_expert_stage
 from galaxy_distill.rundir import RunDir
-from galaxy_distill.store import atomic_write_bytes, write_json
+from galaxy_distill.settings import workspace_dir
+
 
 @dataclass(frozen=True)
 class DemoScale:
@@ -48,28 +47,26 @@ def run_demo(out: Path | None = None, scale: DemoScale = DemoScale()) -> Path:
     started = time.perf_counter()
     run_dir = out or workspace_dir() / "runs" / "demo"
     typer.echo(f"1/5 generating SimZoo (9 simulated galaxy classes, {scale.size} px)")
-    dataset = prepare(PrepareSettings(dataset="simzoo", name="simzoo-demo", size=scale.size, per_class=scale.per_class, seed=0))
+    dataset = prepare_dataset(PrepareSettings(dataset="simzoo", name="simzoo-demo", size=scale.size, per_class=scale.per_class, seed=0))
     typer.echo("2/5 training expert networks on the simulated galaxies")
     expert_settings = ExpertSettings(dataset=dataset.name, width=scale.width, num_experts=scale.experts,
                                      epochs=scale.expert_epochs, batch_size=scale.expert_batch_size, parallel=scale.experts,
                                      device="cpu")
     experts_dir = run_dir / "experts"
-    train_experts(expert_settings, dataset, experts_dir)
+    train_expert_stage(expert_settings, dataset, experts_dir)
     store = ExpertStore(experts_dir)
     typer.echo("3/5 distilling one prototype per class with STM")
     distill_settings = DistillSettings(
         dataset=dataset.name, experts=experts_dir, method="stm", ipc=1, syn_steps=10,
         max_start_epoch=min(6, scale.expert_epochs - 1), iterations=scale.iterations, lr_img=100.0,
-        eval_every=scale.eval_every, eval_nets=2, eval_epochs=scale.eval_epochs, stm_patience=80, stm_decay_every=10,
+        eval_every=scale.eval_every, eval_networks=2, eval_epochs=scale.eval_epochs, stm_patience=80, stm_decay_every=10,
         stm_stop_factor=0.2, checkpoint_every=40, snapshot_every=40, device="cpu",
     )
-    result = distill(distill_settings, dataset, store, run_dir / "stm",
-                     evaluator=validation_evaluator(store.model_spec, dataset, distill_settings), resume=True)
+    result = distill_stage(distill_settings, dataset, run_dir / "stm", resume=True, store=store, note=typer.echo)
     typer.echo("4/5 evaluating the prototypes against random real images and class averages of the same size")
     eval_settings = EvaluateSettings(run=result.run_dir, baselines=["random", "class_average"],
-                                     num_eval=scale.final_networks, epochs=scale.final_epochs, device="cpu")
-    results = evaluate(eval_settings, dataset, store.model_spec.model_dump())
-    write_json(RunDir(result.run_dir).evaluation, {"settings": eval_settings.model_dump(mode="json"), "results": results})
+                                     networks=scale.final_networks, epochs=scale.final_epochs, device="cpu")
+    results = evaluate_stage(eval_settings, dataset=dataset).results
     by_method = {entry["method"]: entry for entry in results}
     stm, random, average = by_method["stm"], by_method["random"], by_method["class_average"]
     wall = time.perf_counter() - started
@@ -89,7 +86,7 @@ def run_demo(out: Path | None = None, scale: DemoScale = DemoScale()) -> Path:
     typer.echo(results_table(results))
     typer.echo("\n" + summary)
     typer.echo("\n5/5 writing the report (prototypes, curves, evaluation, nearest real galaxies, saliency)")
-    report = write_report(result.run_dir)
+    report = report_stage(result.run_dir)
     typer.echo(f"wrote {run_dir} (prototypes: {RunDir(result.run_dir).prototypes})")
     typer.echo(f"report: {report}")
     return run_dir

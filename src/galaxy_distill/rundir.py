@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from galaxy_distill.config import Settings, settings_differences
+from galaxy_distill.settings import Settings, settings_differences
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.store import read_json, save_tensors, write_json, write_yaml
+from galaxy_distill.atomic_io import read_json, save_tensors, write_json, write_yaml
 
 if TYPE_CHECKING:
     from galaxy_distill.data.registry import PreparedDataset
@@ -120,20 +120,22 @@ class RunDir:
         return sorted(found)
 
     def read_settings(self) -> dict[str, Any]:
-        """The run's stored settings, checked to be a JSON object naming its dataset."""
+        """The run's stored settings, checked to be a JSON object naming its dataset; earlier names read as today's."""
+        from galaxy_distill.distill.settings import DistillSettings  # the settings a run directory stores
+
         if not self.is_run():
             raise GalaxyDistillError(f"{self.path}: no settings.json here; expected a run directory written by "
                                      "`galaxy-distill distill`")
         stored = read_json(self.settings)
         if not isinstance(stored, dict) or "dataset" not in stored:
             raise GalaxyDistillError(f"{self.settings}: expected the run's settings with a 'dataset' entry")
-        return stored
+        return DistillSettings.upgrade_names(stored, str(self.settings))
 
     def start(self, settings_type: type[Settings], resolved: dict[str, Any], write: bool) -> None:
         """Create the directory, refuse settings that differ from a run already here, and (if `write`) store them."""
         self.path.mkdir(parents=True, exist_ok=True)
         if self.is_run():
-            differences = settings_differences(settings_type, read_json(self.settings), resolved)
+            differences = settings_differences(settings_type, read_json(self.settings), resolved, str(self.settings))
             if differences:
                 raise GalaxyDistillError(f"{self.path}: holds a run with other settings ({'; '.join(differences)}); "
                                          "resume with the same settings or choose another --out")

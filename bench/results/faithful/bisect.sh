@@ -10,7 +10,7 @@ python3 -m galaxy_distill.cli data prepare cifar10 --root /tmp/c10py --zca --nam
 python3 -m galaxy_distill.cli experts --dataset cifar10-zca --num-experts 10 --epochs 22 --batch-size 256 \
     --compile --precision bf16-full --test-every 22 --out /tmp/ws/experts/cifar10-zca 2>&1 | grep -v "expert-epochs"
 A="--ipc 10 --syn-steps 30 --max-start-epoch 20 --lr-img 1e5 --lr-lr 1e-5 --iterations ${ITERATIONS:-100}"
-O="distill --dataset cifar10-zca --experts /tmp/ws/experts/cifar10-zca --method mtt --expert-epochs 2 --lr-init 0.01 --eval-every 1000 --eval-nets 1 --eval-epochs 20 $A"
+O="distill --dataset cifar10-zca --experts /tmp/ws/experts/cifar10-zca --method mtt --expert-epochs 2 --lr-init 0.01 --eval-every 1000 --eval-networks 1 --eval-epochs 20 $A"
 R="--experts /tmp/ws/experts/cifar10-zca --dataset cifar10-zca --expert-epochs 2 --lr-teacher 0.01 $A --device cuda"
 python3 -m galaxy_distill.cli $O --out $B/graphs > $B/graphs.log 2>&1 &
 python3 -m galaxy_distill.cli $O --no-cuda-graphs --out $B/eager > $B/eager.log 2>&1 &

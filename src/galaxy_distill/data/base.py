@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.errors import GalaxyDistillError
 
 GZ2_CLASSES: tuple[str, ...] = (

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from galaxy_distill.data.base import PrepareSettings, SourceImages, choose_per_class
+from galaxy_distill.data.base import SourceImages, choose_per_class
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.locations import require_dir, require_file
 from galaxy_distill.errors import GalaxyDistillError
 

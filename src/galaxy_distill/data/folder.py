@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from galaxy_distill.data.base import PrepareSettings, SourceImages, choose_per_class, load_with_replacements
+from galaxy_distill.data.base import SourceImages, choose_per_class, load_with_replacements
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.fits import BANDS, STRETCH_PARAMETERS, band_of, is_fits, read_fits_picture
 from galaxy_distill.data.images import BadImageError, crop_and_resize, load_cutouts, read_rgb
 from galaxy_distill.errors import GalaxyDistillError

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galaxy_distill.data.base import PrepareSettings, SourceImages, choose_per_class, load_with_replacements
+from galaxy_distill.data.base import SourceImages, choose_per_class, load_with_replacements
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.images import crop_and_resize, load_cutouts, read_rgb
 from galaxy_distill.data.locations import default_root, require_dir, require_file
 from galaxy_distill.errors import GalaxyDistillError

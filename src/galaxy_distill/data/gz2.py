@@ -48,7 +48,8 @@ import pandas as pd
 from astropy.io import fits
 from astropy.table import Table
 
-from galaxy_distill.data.base import GZ2_CLASSES, PrepareSettings, SourceImages
+from galaxy_distill.data.base import GZ2_CLASSES, SourceImages
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.images import BadImageError, crop_and_resize, load_cutouts, read_rgb
 from galaxy_distill.data.locations import default_root, require_dir, require_file
 from galaxy_distill.errors import GalaxyDistillError

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
-from galaxy_distill.store import atomic_write_bytes  # noqa: E402
+from galaxy_distill.atomic_io import atomic_write_bytes  # noqa: E402
 
 
 def show_image(axis: Axes, picture: np.ndarray | None, title: str = "", colour: str = "black") -> None:

@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from galaxy_distill.config import settings_differences, workspace_dir
-from galaxy_distill.data.base import PrepareSettings, SourceImages, stratified_split
+from galaxy_distill.settings import settings_differences, workspace_dir
+from galaxy_distill.data.base import SourceImages, stratified_split
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.transforms import apply_matrix, fit_zca, rotate_augment
 from galaxy_distill.errors import GalaxyDistillError
-from galaxy_distill.store import (
+from galaxy_distill.atomic_io import (
     atomic_write_bytes,
     load_arrays,
     read_json,
@@ -209,7 +210,7 @@ def prepare(settings: PrepareSettings, out_dir: Path | None = None, force: bool 
         existing = read_json(target / META_FILE)
         if existing.get("settings") == resolved and existing.get("format_version") == FORMAT_VERSION:
             return load_prepared(target)
-        differences = settings_differences(PrepareSettings, existing.get("settings"), resolved)
+        differences = settings_differences(PrepareSettings, existing.get("settings"), resolved, str(target / META_FILE))
         if differences and existing.get("format_version") == FORMAT_VERSION:
             raise GalaxyDistillError(
                 f"{target}: dataset '{settings.stored_name}' is already prepared there with other settings "

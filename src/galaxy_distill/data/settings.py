@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from galaxy_distill.config import Settings
+from galaxy_distill.settings import Settings
 
 DATASET_NAMES = ("gz1-sdss", "gz2", "simzoo", "cifar10", "cifar100", "folder")
 

@@ -43,7 +43,8 @@ import numpy as np
 import pandas as pd
 from astropy.visualization import make_lupton_rgb
 
-from galaxy_distill.data.base import GZ2_CLASSES, PrepareSettings, SourceImages
+from galaxy_distill.data.base import GZ2_CLASSES, SourceImages
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.images import crop_and_resize, default_workers
 from galaxy_distill.progress import progress
 from galaxy_distill.data.registry import with_defaults

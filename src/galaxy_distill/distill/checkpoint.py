@@ -16,7 +16,7 @@ import torch
 
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.rundir import RunDir
-from galaxy_distill.store import file_matches, load_tensors, read_json, save_tensors, write_json
+from galaxy_distill.atomic_io import file_matches, load_tensors, read_json, save_tensors, write_json
 
 
 def optimizer_to_store(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -45,7 +45,7 @@ from galaxy_distill.models.functional import FlatParams
 from galaxy_distill.progress import progress as log_progress
 from galaxy_distill.rundir import RunDir
 from galaxy_distill.runtime import configure_backends, resolve_device, seeded_generator
-from galaxy_distill.store import atomic_write_bytes, remove_interrupted_writes, write_json
+from galaxy_distill.atomic_io import atomic_write_bytes, remove_interrupted_writes, write_json
 
 Evaluator = Callable[[torch.Tensor, torch.Tensor, float], dict[str, float]]
 """(normalised images, labels, learned step size) -> {"val": accuracy, optionally "test": accuracy}.

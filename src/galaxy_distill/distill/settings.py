@@ -7,11 +7,13 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from galaxy_distill.config import Settings
+from galaxy_distill.settings import Settings
 
 
 class DistillSettings(Settings):
     retired: ClassVar[frozenset[str]] = frozenset({"channels_last", "stored_steps"})
+    renamed: ClassVar[dict[str, str]] = {"eval_nets": "eval_networks", "stm_lambda": "stm_lambda_decrease",
+                                         "stm_rise": "stm_lambda_increase"}
 
     dataset: str = Field(description="prepared dataset (name or directory) to distil; the one the experts trained on")
     experts: Path = Field(description="expert store directory written by `galaxy-distill experts`")
@@ -49,15 +51,16 @@ class DistillSettings(Settings):
     device: str = Field("auto", description="where to compute: auto (a GPU if there is one), cpu, cuda or cuda:N")
     eval_every: int = Field(500, ge=1, description="iterations between validation evaluations, which choose the "
                             "images kept")
-    eval_nets: int = Field(2, ge=1, description="networks trained on the synthetic images at each validation evaluation")
+    eval_networks: int = Field(2, ge=1, description="networks trained on the synthetic images at each validation evaluation")
     eval_epochs: int = Field(300, ge=1, description="epochs each validation network trains")
     checkpoint_every: int = Field(50, ge=1, description="iterations between checkpoints (--resume continues from the last)")
     snapshot_every: int = Field(100, ge=1, description="iterations between PNG snapshots of the images in RUN/snapshots")
     tensorboard: bool = Field(False, description="also log the curves for TensorBoard in RUN/tensorboard (needs the "
                               "tensorboard package)")
-    stm_lambda: float = Field(5.0, gt=0, description="stm: Pearson-test threshold on the probe loss's trend that grows "
+    stm_lambda_decrease: float = Field(5.0, gt=0, description="stm: Pearson-test threshold on the probe loss's trend that grows "
                               "the start-epoch pool")
-    stm_rise: float = Field(3.0, gt=0, description="stm: threshold of a rising probe loss, which also grows the pool")
+    stm_lambda_increase: float = Field(3.0, gt=0, description="stm: Pearson-test threshold of a rising probe loss, "
+                                       "which also grows the start-epoch pool")
     stm_check_every: int = Field(10, ge=1, description="stm: iterations between trend tests")
     stm_patience: int = Field(1000, ge=1, description="stm: iterations without growth before fine-tuning starts")
     stm_decay: float = Field(0.8, gt=0, lt=1, description="stm: factor of the pixel learning rate at each decay while "

@@ -21,7 +21,7 @@ def make_schedule(settings: DistillSettings) -> FixedSchedule | SelfAdaptiveSche
         return FixedSchedule(max_start_epoch=settings.max_start_epoch, iterations=settings.iterations)
     return SelfAdaptiveSchedule(
         max_start_epoch=settings.max_start_epoch, max_iterations=settings.iterations,
-        lambda_decrease=settings.stm_lambda, lambda_increase=settings.stm_rise, check_every=settings.stm_check_every,
+        lambda_decrease=settings.stm_lambda_decrease, lambda_increase=settings.stm_lambda_increase, check_every=settings.stm_check_every,
         patience=settings.stm_patience, decay=settings.stm_decay, decay_every=settings.stm_decay_every,
         stop_factor=settings.stm_stop_factor,
     )

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from galaxy_distill import distributed
-from galaxy_distill.config import workspace_dir
+from galaxy_distill.settings import workspace_dir
 from galaxy_distill.data.registry import PreparedDataset
 from galaxy_distill.rundir import RunDir, check_synthetic, load_synthetic, synthetic_file
 from galaxy_distill.errors import GalaxyDistillError
@@ -29,7 +29,7 @@ from galaxy_distill.evaluate.settings import EvaluateSettings
 from galaxy_distill.evaluate.train import Accuracy, TrainingProtocol, evaluate_image_set
 from galaxy_distill.models.spec import ModelSpec
 from galaxy_distill.runtime import configure_backends, resolve_device
-from galaxy_distill.store import (
+from galaxy_distill.atomic_io import (
     read_json,
     remove_interrupted_writes,
     sha256_file,
@@ -68,7 +68,7 @@ def run_description(run: Path | None) -> dict[str, Any]:
     return RunDir(run).read_settings()
 
 
-SETTINGS_NOT_PER_NETWORK = ("baselines", "num_eval", "architectures", "resume")
+SETTINGS_NOT_PER_NETWORK = ("baselines", "networks", "architectures", "resume")
 """Settings that choose which networks an evaluation trains but change none of them (each is keyed by
 architecture, set and index, and seeded by (seed, index) alone): a resumed evaluation may ask for more
 or fewer of them and still reuse the networks already trained."""
@@ -78,7 +78,8 @@ def _network_inputs(fingerprint: Any) -> Any:
     """The part of a fingerprint that a single network's result depends on (files written earlier hold more)."""
     if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("settings"), dict):
         return fingerprint
-    settings = {key: value for key, value in fingerprint["settings"].items() if key not in SETTINGS_NOT_PER_NETWORK}
+    settings = {EvaluateSettings.renamed.get(key, key): value for key, value in fingerprint["settings"].items()}
+    settings = {key: value for key, value in settings.items() if key not in SETTINGS_NOT_PER_NETWORK}
     return {**fingerprint, "settings": settings}
 
 
@@ -183,14 +184,14 @@ def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: di
             epochs = settings.full_epochs if method == "full" else settings.epochs
             protocol = TrainingProtocol(epochs=epochs, lr=lr, batch_size=settings.batch_size)
             prefix = f"{architecture}/{method}"
-            summary = evaluate_image_set(spec, (images, labels), {settings.split: test}, protocol, settings.num_eval,
+            summary = evaluate_image_set(spec, (images, labels), {settings.split: test}, protocol, settings.networks,
                                          settings.seed, device, description=f"{method} on {architecture}",
                                          log=_CandidateLog(partial, prefix))[settings.split]
             results.append({
                 "dataset": dataset.name, "resolution": size, "channels": channels,
                 "ipc": None if method == "full" else int(len(labels) // dataset.num_classes),
                 "method": method, "architecture": architecture, "acc_mean": summary.mean, "acc_std": summary.std,
-                "accuracies": summary.accuracies, "n_eval": settings.num_eval, "selection": selection,
+                "accuracies": summary.accuracies, "n_eval": settings.networks, "selection": selection,
                 "split": settings.split, "lr": lr, "epochs": epochs, "wall_s": partial.seconds(prefix + "/"),
                 "per_class_accuracy": dict(zip(dataset.class_names, summary.per_class_mean)),
                 "confusion": summary.confusion_total, "device": str(device),

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from galaxy_distill.config import Settings
+from galaxy_distill.experts.settings import ArchitectureName
+from galaxy_distill.settings import Settings
 
 
 class EvaluateSettings(Settings):
+    renamed: ClassVar[dict[str, str]] = {"num_eval": "networks"}
+
     run: Path | None = Field(None, description="distillation run directory (or its synthetic.safetensors) whose images "
                              "are evaluated (default: none, only --baselines)")
     dataset: str | None = Field(None, description="prepared dataset (name or directory) to test on (default: the "
@@ -20,8 +23,8 @@ class EvaluateSettings(Settings):
         "the full training split")
     ipc: int | None = Field(None, ge=1, description="images per class of the random and class_average baselines "
                             "(default: the run's; without --run they need it)")
-    architectures: list[str] = Field(["convnet"], description="networks to train: convnet, resnet18, vgg11")
-    num_eval: int = Field(5, ge=1, description="networks trained per candidate set and architecture (mean ± std)")
+    architectures: list[ArchitectureName] = Field(["convnet"], description="networks to train")
+    networks: int = Field(5, ge=1, description="networks trained per candidate set and architecture (mean ± std)")
     epochs: int = Field(1000, ge=1, description="training epochs on a distilled or baseline set")
     full_epochs: int = Field(50, ge=1, description="training epochs on the full training split (baseline full)")
     lr: float | None = Field(None, gt=0, description="learning rate of the networks (default: the run's learned step "

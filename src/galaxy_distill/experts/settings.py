@@ -7,25 +7,29 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from galaxy_distill.config import Settings
+from galaxy_distill.settings import Settings
 
 
 STEPS_PER_EPOCH = 20
 """What the default batch size aims at: about as many steps per epoch as the distillation's default --syn-steps."""
 MIN_AUTO_BATCH, MAX_AUTO_BATCH = 8, 256
+ArchitectureName = Literal["convnet", "resnet18", "vgg11"]
+"""The networks models.MODELS builds (tests/test_settings.py checks that they agree)."""
+NormName = Literal["instancenorm", "batchnorm", "none"]
 FEW_STEPS_PER_EPOCH = 3
 """Fewer steps than this per epoch leave the stored trajectories barely moving between epochs."""
 
 
 class ExpertSettings(Settings):
     retired: ClassVar[frozenset[str]] = frozenset({"stacking", "channels_last"})
+    renamed: ClassVar[dict[str, str]] = {"model": "architecture"}
 
     dataset: str = Field(description="prepared dataset (name or directory) the experts train on")
-    model: str = Field("convnet", description="network architecture: convnet, resnet18 or vgg11")
+    architecture: ArchitectureName = Field("convnet", description="network architecture (as evaluate's --architectures)")
     depth: int | None = Field(None, ge=1, description="convnet blocks, each halving the image side (default: 3 at 32 px, "
                               "one more for every doubling of the size)")
     width: int = Field(128, ge=1, description="convnet channels per block")
-    norm: str | None = Field(None, description="normalisation layers: instancenorm, batchnorm or none (default: "
+    norm: NormName | None = Field(None, description="normalisation layers (default: "
                              "instancenorm for convnet and vgg11, batchnorm for resnet18)")
     num_experts: int = Field(5, ge=1, description="expert networks to train, each from its own random start")
     epochs: int = Field(20, ge=1, description="training epochs per expert; the parameters are stored after each one")

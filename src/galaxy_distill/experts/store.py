@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.models.spec import ModelSpec
-from galaxy_distill.store import read_json, sha256_file
+from galaxy_distill.atomic_io import read_json, sha256_file
 
 MANIFEST_FILE = "experts.json"
 

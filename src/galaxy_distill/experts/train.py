@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from galaxy_distill import distributed
-from galaxy_distill.config import settings_differences
+from galaxy_distill.settings import settings_differences
 from galaxy_distill.data.augment import AugmentDraw, DiffAugment
 from galaxy_distill.data.registry import PreparedDataset
 from galaxy_distill.errors import GalaxyDistillError
@@ -40,7 +40,7 @@ from galaxy_distill.runtime import (
     resolve_device,
     seeded_generator,
 )
-from galaxy_distill.store import (
+from galaxy_distill.atomic_io import (
     file_matches,
     read_json,
     remove_interrupted_writes,
@@ -50,7 +50,7 @@ from galaxy_distill.store import (
 
 def model_spec_for(settings: ExpertSettings, dataset: PreparedDataset) -> ModelSpec:
     channels, height, _ = dataset.image_shape
-    return ModelSpec(name=settings.model, channels=channels, num_classes=dataset.num_classes, image_size=height,
+    return ModelSpec(name=settings.architecture, channels=channels, num_classes=dataset.num_classes, image_size=height,
                      depth=settings.depth, width=settings.width, norm=settings.norm)
 
 
@@ -316,7 +316,7 @@ def _open_manifest(manifest_path: Path, settings: ExpertSettings, dataset: Prepa
     if manifest_path.is_file():
         manifest = read_json(manifest_path)
         parse_manifest(manifest_path, manifest)
-        differences = settings_differences(ExpertSettings, manifest["settings"], resolved)
+        differences = settings_differences(ExpertSettings, manifest["settings"], resolved, str(manifest_path))
         if differences:
             raise GalaxyDistillError(f"{manifest_path}: an expert store with other settings exists here "
                                      f"({'; '.join(differences)}); use another --out or the same settings")

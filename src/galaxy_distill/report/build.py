@@ -49,7 +49,7 @@ from galaxy_distill.report.pixels import (
 from galaxy_distill.report.run_contents import RunContents, load_run
 from galaxy_distill.rundir import RunDir
 from galaxy_distill.runtime import seeded_generator
-from galaxy_distill.store import atomic_write_bytes, follow_umask
+from galaxy_distill.atomic_io import atomic_write_bytes, follow_umask
 
 GRID_PER_CLASS = 10
 """Prototypes per class in the grids (as in the run's own prototypes.png)."""

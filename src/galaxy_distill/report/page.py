@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from galaxy_distill.store import atomic_write_bytes
+from galaxy_distill.atomic_io import atomic_write_bytes
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1320px; padding: 1em 2em;

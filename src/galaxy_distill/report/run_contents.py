@@ -19,7 +19,7 @@ from galaxy_distill.data.registry import PreparedDataset, load_prepared
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts.store import ExpertStore
 from galaxy_distill.rundir import RunDir, check_synthetic, load_synthetic
-from galaxy_distill.store import read_json
+from galaxy_distill.atomic_io import read_json
 METRIC_COLUMNS = ("iteration", "loss", "probe_loss", "start_epoch", "cap", "step_size", "pixel_lr", "val_accuracy",
                   "test_accuracy", "seconds")
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from galaxy_distill.errors import GalaxyDistillError
 
@@ -25,6 +26,33 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     retired: ClassVar[frozenset[str]] = frozenset()
     """Settings that earlier versions stored and that never changed an output's meaning: ignored when resuming."""
+    renamed: ClassVar[dict[str, str]] = {}
+    """Earlier name -> today's name of a setting: still read from stored settings and YAML files, with a warning."""
+
+    @classmethod
+    def upgrade_names(cls, values: Any, where: str) -> Any:
+        """`values` (a dict of settings) with earlier names replaced by today's, one warning line per earlier name.
+
+        A value given under both names keeps today's. `where` says in the warning whose settings these are.
+        """
+        if not isinstance(values, dict) or not cls.renamed.keys() & values.keys():
+            return values
+        upgraded = {}
+        for name, value in values.items():
+            new = cls.renamed.get(name)
+            if new is None:
+                upgraded[name] = value
+                continue
+            print(f"warning: {where}: setting '{name}' is now called '{new}' ({flag_name(new)}); read as {new}",
+                  file=sys.stderr)
+            if new not in values:
+                upgraded[new] = value
+        return upgraded
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_names(cls, values: Any) -> Any:
+        return cls.upgrade_names(values, cls.__name__)
 
 
 def resolve_settings(
@@ -34,9 +62,10 @@ def resolve_settings(
 
     A bad value is reported as the user gave it: the flag and its value, or the file and its key.
     """
-    from galaxy_distill.store import read_yaml  # store imports torch, which `--help` should not wait for
+    from galaxy_distill.atomic_io import read_yaml  # atomic_io imports torch, which `--help` should not wait for
 
     from_file: dict[str, Any] = read_yaml(config_file) if config_file is not None else {}
+    from_file = settings_type.upgrade_names(from_file, str(config_file))
     flags = {key: value for key, value in overrides.items() if value is not None}
     try:
         return settings_type.model_validate({**from_file, **flags})
@@ -69,14 +98,17 @@ def _problem(error: Any, flags: dict[str, Any], config_file: Path | None, settin
     return f"{config_file}: {setting}: {given!r}: {message}"
 
 
-def settings_differences(settings_type: type[Settings], stored: Any, resolved: dict[str, Any]) -> list[str]:
+def settings_differences(settings_type: type[Settings], stored: Any, resolved: dict[str, Any],
+                         where: str = "stored settings") -> list[str]:
     """How settings stored with an output differ from these, as "name: stored -> now" lines.
 
     A setting the stored file lacks counts as its default: outputs made before a version added a
-    setting are resumed as long as the new setting keeps its default.
+    setting are resumed as long as the new setting keeps its default. A setting stored under an
+    earlier name (Settings.renamed) counts as today's, with a warning naming `where` it was read.
     """
     if not isinstance(stored, dict):
         return ["the stored settings are not a JSON object"]
+    stored = settings_type.upgrade_names(stored, where)
     defaults = {name: json.loads(json.dumps(field.default, default=str))
                 for name, field in settings_type.model_fields.items() if not field.is_required()}
     differences = []

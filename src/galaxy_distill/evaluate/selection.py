@@ -13,7 +13,7 @@ from galaxy_distill.runtime import resolve_device
 
 
 def validation_evaluator(spec: ModelSpec, dataset: PreparedDataset, settings: DistillSettings) -> Evaluator:
-    """Train `eval_nets` networks on the current synthetic set; validation accuracy selects, test is only logged."""
+    """Train `eval_networks` networks on the current synthetic set; validation accuracy selects, test is only logged."""
     device = resolve_device(settings.device)
     validation = dataset.tensors("val")
     test = dataset.tensors("test")
@@ -21,7 +21,7 @@ def validation_evaluator(spec: ModelSpec, dataset: PreparedDataset, settings: Di
     def evaluate(images: torch.Tensor, labels: torch.Tensor, step_size: float) -> dict[str, float]:
         protocol = TrainingProtocol(epochs=settings.eval_epochs, lr=step_size, augment=settings.augment)
         train = (images.detach().cpu(), labels.cpu())
-        summaries = evaluate_image_set(spec, train, {"val": validation, "test": test}, protocol, settings.eval_nets,
+        summaries = evaluate_image_set(spec, train, {"val": validation, "test": test}, protocol, settings.eval_networks,
                                        settings.seed, device, "checkpoint evaluation")
         return {name: summary.mean for name, summary in summaries.items()}
 
