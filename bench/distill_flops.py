@@ -10,7 +10,7 @@ at two steps, and extended: batch x (first step + (syn_steps - 1) x each further
 count (tests/test_bench_speed.py). With the seconds per iteration of bench/distill_speed.py,
 `bench/tables.py flops` turns them into achieved TFLOP/s.
 
-    python bench/distill_flops.py [--configs NAME ...] [--out bench/results/distill_flops.json]
+    python bench/distill_flops.py [--configs NAME ...] [--out bench/results/speed/distill_flops.json]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def flops_per_iteration(channels: int, resolution: int, classes: int, steps: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="*", help="config names (default: all nine)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "distill_flops.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "speed" / "distill_flops.json")
     args = parser.parse_args()
     reference = json.loads(REFERENCE.read_text())
     rows = []

@@ -8,7 +8,7 @@ iterations, median; peak memory from torch.cuda.max_memory_allocated.
 
     python bench/distill_speed.py [--configs NAME ...] [--timed 8] [--kernels 14] [--compile] [--precision bf16]
         [--chunk-pixels N] [--convolution-shapes N] [--no-cuda-graphs]
-        [--out bench/results/distill_speed.json]
+        [--out bench/results/speed/distill_speed.json]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ CHUNK_PIXELS = 128 * 128 * 128
 """Default pixels per chunk of an inner step: only the 128-px IPC-50 config (450 images a step, which the reference
 cannot run) is chunked, into 128 images (`distill --batch-chunk 128`). Measured on the H200 (compiled, bf16), the
 128-px IPC-10 config ran 0.566 s/it in chunks of 62 images (the earlier default, 1000 x 32 x 32 pixels) and 0.468 s/it
-unchunked, at 4.91 and 5.45 GiB (bench/results/results-2026-11-29-bf16)."""
+unchunked, at 4.91 and 5.45 GiB."""
 
 
 def chunk_for(config: dict, budget: int = CHUNK_PIXELS) -> int | None:
@@ -153,7 +153,7 @@ def main() -> None:
                              "chunks run faster where the memory target leaves room")
     parser.add_argument("--append", action="store_true",
                         help="keep the configs already in --out (measured by earlier runs, each row says which)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "distill_speed.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "speed" / "distill_speed.json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("distill_speed needs a CUDA GPU")

@@ -14,7 +14,7 @@ The script launches itself twice, `torchrun --standalone --nproc-per-node K ... 
 K = 1 and K = `--gpus`; rank 0 of each launch records its numbers, and the speed-ups
 (time on one / time on G) go to one JSON file.
 
-    python bench/distributed_speed.py --gpus 2 [--configs gzoo2_128_ipc10] [--out bench/results/distributed_speed.json]
+    python bench/distributed_speed.py --gpus 2 [--configs gzoo2_128_ipc10] [--out bench/results/speed/distributed_speed.json]
     python bench/distributed_speed.py --smoke --device cpu     # tiny sizes, 2 CPU processes (gloo): checks the script
 """
 
@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cuda", help="cuda (NCCL) or cpu (gloo)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script on a CPU in a minute")
-    parser.add_argument("--out", type=Path, help="default: bench/results/distributed_speed.json (_smoke.json with --smoke)")
+    parser.add_argument("--out", type=Path, help="default: bench/results/speed/distributed_speed.json (_smoke.json with --smoke)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--record", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
@@ -138,7 +138,7 @@ def main() -> None:
         return
     if args.smoke:
         args.experts, args.expert_epochs, args.train_images, args.parallel, args.batch_size = 4, 1, 60, 1, 16
-    out = args.out or RESULTS / ("distributed_speed_smoke.json" if args.smoke else "distributed_speed.json")
+    out = args.out or RESULTS / "speed" / ("distributed_speed_smoke.json" if args.smoke else "distributed_speed.json")
     if args.device.startswith("cuda") and torch.cuda.device_count() < args.gpus:
         sys.exit(f"--gpus {args.gpus} needs as many CUDA GPUs; {torch.cuda.device_count()} found")
     with tempfile.TemporaryDirectory() as scratch:

@@ -1,7 +1,7 @@
 """Evaluate a distillation run whose expert store stayed on the GPU machine (the final step of bench/pipeline.py).
 
     python bench/evaluate_run.py --run RUN_DIR --experts-record bench/results/cifar10_experts.json \
-        --baselines random class_average --networks 5 --epochs 1000 --out bench/results/cifar10_ipc10_stm.json
+        --baselines random class_average --networks 5 --epochs 1000 --out bench/results/cifar10/cifar10_ipc10_stm.json
 
 Used when a GPU session ended after a run had finished distilling but before its evaluation:
 the run directory (settings, metrics, synthetic set) came back, and the networks are trained

@@ -1,7 +1,7 @@
 """Milliseconds per expert training step for each way of running the stacked experts (for choosing the defaults).
 
     python bench/experts_profile.py --experts 10 25 50 [--compiled] [--kernels 12] \
-        --out bench/results/experts_profile.json
+        --out bench/results/experts/experts_profile.json
 
 One step as `galaxy_distill.experts.train` takes it: E ConvNets (CIFAR-10 shape: 3 x 32 x 32,
 10 classes, depth 3, width 128, instance norm) each on its own batch, forward, cross-entropy,
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=0, metavar="N",
                         help="also record each way's N most time-consuming operators (torch.profiler, 3 steps)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=RESULTS / "experts_profile.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "experts" / "experts_profile.json")
     args = parser.parse_args()
     device = resolve_device(args.device)
     configure_backends(device)

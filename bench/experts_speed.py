@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--fastest-of", type=Path, metavar="PROFILE_JSON",
                         help="take --parallel, --precision and --compile from the fastest row that "
                         "bench/experts_profile.py measured (at its default batch, 256, the experts' batch here)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "experts_speed.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "experts" / "experts_speed.json")
     args = parser.parse_args()
     if args.fastest_of is not None:
         fastest = min((row for row in read_json(args.fastest_of)["rows"] if row["ms_per_expert_step"] is not None),

@@ -19,7 +19,7 @@ Steps, each recorded the moment it finishes (atomically: temp file + rename) in 
    its share it is interrupted, and its last checkpoint (every `--checkpoint-every` iterations) is
    what counts; the record says how many iterations ran and carries the run's validation/test
    curve (`curve`, from metrics.csv) and matching-loss curve (`loss_curve`).
-4. Both sets of each method: `--num-eval` networks x `--eval-epochs` epochs at the learned step size,
+4. Both sets of each method: `--networks` networks x `--epochs` epochs at the learned step size,
    test split; with `--cross-arch`, the validation-selected sets also on ResNet-18 and VGG-11.
 
 Rerunning the same command resumes: finished expert trajectories, distillations (a recorded one is
@@ -46,9 +46,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, RESULTS, environment  # noqa: E402
+from common import REPO, RESULTS, add_evaluation_flags, environment  # noqa: E402
 
-from galaxy_distill.config import workspace_dir  # noqa: E402
+from galaxy_distill.settings import workspace_dir  # noqa: E402
 from galaxy_distill.data import load_prepared  # noqa: E402
 from galaxy_distill.data.registry import PreparedDataset  # noqa: E402
 from galaxy_distill.distill.checkpoint import load_checkpoint  # noqa: E402
@@ -59,7 +59,7 @@ from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts  #
 from galaxy_distill.experts.store import MANIFEST_FILE  # noqa: E402
 from galaxy_distill.experts.train import summarize  # noqa: E402
 from galaxy_distill.rundir import RunDir  # noqa: E402
-from galaxy_distill.store import read_json, write_json, write_yaml  # noqa: E402
+from galaxy_distill.atomic_io import read_json, write_json, write_yaml  # noqa: E402
 
 # MTT (Cazenavette et al. 2022), CIFAR-10 ConvNet-3, its appendix table per IPC. lr_teacher is the learned step
 # size's start (our lr_init); M ("match_epochs") is MTT's expert_epochs. Public reproductions differ on IPC 1's
@@ -122,7 +122,7 @@ def distill_settings(args: argparse.Namespace, dataset: PreparedDataset, hyper: 
         expert_epochs=match_epochs(method, hyper), max_start_epoch=hyper["max_start_epoch"], iterations=args.iterations,
         batch_syn=args.batch_syn, batch_chunk=args.batch_chunk, precision=args.distill_precision,
         compile=args.distill_compile, lr_img=hyper["lr_img"], lr_init=hyper["lr_teacher"], lr_lr=hyper["lr_lr"],
-        seed=args.seed, device=args.device, eval_every=hyper["eval_every"], eval_nets=args.val_nets,
+        seed=args.seed, device=args.device, eval_every=hyper["eval_every"], eval_networks=args.val_nets,
         eval_epochs=args.val_epochs, checkpoint_every=args.checkpoint_every,
         snapshot_every=max(args.checkpoint_every, hyper["eval_every"]),
         **({"stm_patience": args.stm_patience} if args.stm_patience is not None else {}),
@@ -173,7 +173,7 @@ def evaluate_set(args: argparse.Namespace, prepared: PreparedDataset, work: Path
                  **settings: Any) -> tuple[dict[str, Any], float]:
     """One candidate set on one architecture; (the evaluate() entry, wall seconds). Resumes finished networks."""
     started = time.perf_counter()
-    evaluation = EvaluateSettings(**{"num_eval": args.num_eval, "epochs": args.eval_epochs, "device": args.device,
+    evaluation = EvaluateSettings(**{"networks": args.networks, "epochs": args.epochs, "device": args.device,
                                      "seed": args.seed, "resume": True, **settings})
     (work / "eval").mkdir(parents=True, exist_ok=True)
     results = evaluate(evaluation, prepared, model, output=work / "eval" / f"{key}.json")
@@ -197,7 +197,7 @@ def run_baselines(args: argparse.Namespace, dataset: PreparedDataset, model: dic
             continue
         settings: dict[str, Any] = {"dataset": dataset.name, "baselines": [BASELINE_KINDS[name]], "ipc": args.ipc}
         if name == "full":
-            settings.update(full_epochs=args.full_epochs, num_eval=args.full_nets)
+            settings.update(full_epochs=args.full_epochs, networks=args.full_nets)
         log(f"evaluating the {name} baseline")  # chosen with --seed, evaluated like the distilled sets
         found, seconds = evaluate_set(args, dataset, work, f"baseline-{name}", model, **settings)
         if name != "full":
@@ -419,8 +419,7 @@ def main() -> None:
     parser.add_argument("--distill-compile", action="store_true")
     parser.add_argument("--parallel", action="store_true", help="run the methods' distillations at once (one GPU)")
     parser.add_argument("--baselines", nargs="*", choices=list(BASELINE_KINDS), default=list(BASELINE_KINDS))
-    parser.add_argument("--num-eval", type=int, default=5)
-    parser.add_argument("--eval-epochs", type=int, default=1000)
+    add_evaluation_flags(parser)
     parser.add_argument("--full-epochs", type=int, default=50)
     parser.add_argument("--full-nets", type=int, default=5)
     parser.add_argument("--cross-arch", action="store_true", help="also ResNet-18 and VGG-11 on the validation-selected sets")
@@ -453,7 +452,7 @@ def main() -> None:
               "python": env["python"], "dataset": dataset.name, "ipc": args.ipc, "hyperparameters": hyper,
               "protocol": {"iterations": args.iterations, "validation": {"every": hyper["eval_every"], "nets": args.val_nets,
                                                                          "epochs": args.val_epochs, "split": "val"},
-                           "evaluation": {"nets": args.num_eval, "epochs": args.eval_epochs, "split": "test",
+                           "evaluation": {"nets": args.networks, "epochs": args.epochs, "split": "test",
                                           "lr": "learned step size (baselines 0.01)"},
                            "full": {"nets": args.full_nets, "epochs": args.full_epochs},
                            "distill_precision": args.distill_precision, "distill_compile": args.distill_compile,

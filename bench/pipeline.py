@@ -1,7 +1,7 @@
 """Experts -> distillation (MTT and/or STM) -> evaluation with baselines, timed, into one results JSON.
 
     python bench/pipeline.py --dataset gz1-64 --num-experts 10 --expert-epochs 15 --ipc 1 \
-        --methods stm mtt --iterations 300 --out bench/results/smoke_gz1_64.json
+        --methods stm mtt --iterations 300 --out bench/results/galaxies/smoke_gz1_64.json
 
 The dataset must be prepared (`galaxy-distill data prepare ...`) in the workspace
 (GALAXY_DISTILL_HOME). Entries of `results` follow the results schema: dataset,

@@ -1,4 +1,4 @@
-"""Run the reliability tests and print the tables of docs/reliability.md from what they actually did.
+"""Run the reliability tests and print the tables behind docs/guide.md's "When something goes wrong" from what they actually did.
 
     python bench/reliability_table.py > /tmp/reliability.md     # about 2-3 minutes on 2 CPU cores
 

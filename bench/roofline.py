@@ -54,7 +54,7 @@ from distill_flops import flops_per_iteration  # noqa: E402
 from distill_speed import NETWORK, REFERENCE, chunk_for, measure, outer_iteration, synchronize  # noqa: E402
 
 from galaxy_distill.runtime import configure_backends  # noqa: E402
-from galaxy_distill.store import write_json  # noqa: E402
+from galaxy_distill.atomic_io import write_json  # noqa: E402
 
 DEFAULT_OUT = RESULTS / "speed" / "roofline.json"
 TOP_KERNELS = 3

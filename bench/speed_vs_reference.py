@@ -37,7 +37,7 @@ from distill_speed import REFERENCE, chunk_for, measure  # noqa: E402
 from roofline import shrunk  # noqa: E402
 
 from galaxy_distill.runtime import configure_backends  # noqa: E402
-from galaxy_distill.store import write_json  # noqa: E402
+from galaxy_distill.atomic_io import write_json  # noqa: E402
 
 DEFAULT_OUT = RESULTS / "speed" / "speed_vs_reference.json"
 REFERENCE_FILES = ("networks.py", "reparam_module.py", "utils.py")

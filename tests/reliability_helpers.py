@@ -1,7 +1,7 @@
 """Shared by the reliability tests: a tiny real workspace, ways to run the CLI, and a record of what was tried.
 
 When GALAXY_DISTILL_RELIABILITY_LOG names a file, every case appends one JSON line to it;
-bench/reliability_table.py runs the tests that way and turns the lines into docs/reliability.md's table.
+bench/reliability_table.py runs the tests that way and turns the lines into the tables behind docs/guide.md's "When something goes wrong".
 """
 
 from __future__ import annotations

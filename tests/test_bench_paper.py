@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from shared_paths import GZ1_ROOT
 
-from galaxy_distill.data.base import PrepareSettings
+from galaxy_distill.data.settings import PrepareSettings
 from galaxy_distill.data.registry import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "paper.py"
 TINY = ["--dataset", "gz1-sdss", "--ipc", "1", "--experts", "2", "--width", "8", "--depth", "2", "--expert-batch", "8",
         "--syn-steps", "3", "--max-start-epoch", "2", "--val-nets", "1", "--val-epochs", "1", "--checkpoint-every", "2",
-        "--num-eval", "2", "--eval-epochs", "2", "--device", "cpu"]
+        "--networks", "2", "--epochs", "2", "--device", "cpu"]
 SCHEMA = {"dataset", "ipc", "method", "selection", "acc_mean", "acc_std", "iterations", "experts", "expert_epochs", "seconds"}
 
 

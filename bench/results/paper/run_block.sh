@@ -4,7 +4,7 @@
 #   bash bench/results/paper/run_block.sh BLOCK      # BLOCK: cifar10-ipc1 | cifar10-ipc10 | cifar10-ipc50 |
 #                                                     #        gz1-128-ipc{1,10,50} | simzoo-128-ipc{1,10,50}
 #
-# EXTRA="..." adds flags to bench/paper.py (e.g. EXTRA="--methods stm" or EXTRA="--eval-epochs 300").
+# EXTRA="..." adds flags to bench/paper.py (e.g. EXTRA="--methods stm" or EXTRA="--epochs 300").
 #
 # Run it from a copy of the tree (/tmp/code), detached (setsid nohup), with the data already on the machine:
 # CIFAR-10's WebP parts in /tmp/c10, or a galaxy set packed by bench/carry_dataset.py in /tmp/carry/<name> ($CARRY_DIR). The
