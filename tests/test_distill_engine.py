@@ -95,3 +95,27 @@ def test_a_stored_run_differs_only_where_a_setting_really_changed(tmp_path):
     assert settings_differences(DistillSettings, {**older_version, "retired": 1}, now) == ["retired: unknown setting there"]
     bf16 = json.loads(DistillSettings(dataset="d", experts=tmp_path, precision="bf16").model_dump_json())
     assert settings_differences(DistillSettings, older_version, bf16) == ["precision: 'fp32' there, 'bf16' now"]
+
+
+def test_a_time_limit_stops_the_run_and_resume_finishes_it_identically(galaxies):
+    from galaxy_distill.evaluate.settings import EvaluateSettings
+    from galaxy_distill.pipeline import evaluate_stage
+
+    root, dataset, store = galaxies
+    settings = distill_settings(root, iterations=6, checkpoint_every=4)
+    straight = distill(settings, dataset, store, root / "limit-straight")
+    limited = distill(settings.model_copy(update={"time_limit": 1e-6}), dataset, store, root / "limited")
+    assert limited.stopped_at_time_limit and limited.iterations == 1 and not straight.stopped_at_time_limit
+    assert limited.final_path.is_file() and (root / "limited" / "checkpoint.json").is_file()
+
+    resumed = distill(settings, dataset, store, root / "limited", resume=True)  # no limit now: the setting may change
+    assert resumed.iterations == 6 and not resumed.stopped_at_time_limit
+    for final in (False, True):
+        assert torch.equal(load_synthetic(root / "limited", final)[0], load_synthetic(root / "limit-straight", final)[0])
+    longer = distill(settings.model_copy(update={"iterations": 8}), dataset, store, root / "limited", resume=True)
+    assert longer.iterations == 8
+
+    outcome = evaluate_stage(EvaluateSettings(run=root / "limited", selection="final", networks=1, epochs=2, device="cpu"),
+                             dataset=dataset)
+    assert outcome.output == root / "limited" / "evaluation-final.json"
+    assert [entry["selection"] for entry in outcome.results] == ["final"]

@@ -129,6 +129,11 @@ def all_gather(value: T) -> list[T]:
     return gathered
 
 
+def broadcast_flag(value: bool) -> bool:
+    """Rank 0's value on every rank, for decisions that must agree (e.g. one taken by rank 0's clock)."""
+    return bool(all_gather(value)[0]) if world_size() > 1 else value
+
+
 def rounds(items: Sequence[T]) -> Iterator[T | None]:
     """This rank's item of each round of `world_size()` consecutive items; None where a last round runs short.
 

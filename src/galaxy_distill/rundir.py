@@ -8,9 +8,12 @@
     RUN/stages.json                     STM stage, fine-tuning and numerical-fault events
     RUN/snapshots/iter_NNNNNN.png       the images as they evolve
     RUN/tensorboard/                    with --tensorboard
-    RUN/synthetic.safetensors           the distilled set: images, labels, learned step size (+ class names)
+    RUN/synthetic.safetensors           the distilled set: images, labels, learned step size (+ class names), the
+                                        best on the validation split where the run evaluated, else the last
+    RUN/final.safetensors               the last iteration's set, in the same format
     RUN/prototypes.png                  that set as a class grid
     RUN/evaluation.json                 written by `galaxy-distill evaluate --run RUN`
+    RUN/evaluation-final.json           written by `galaxy-distill evaluate --run RUN --selection final`
     RUN/report/                         written by `galaxy-distill report RUN`
 """
 
@@ -88,12 +91,20 @@ class RunDir:
         return self.path / "synthetic.safetensors"
 
     @property
+    def final(self) -> Path:
+        return self.path / "final.safetensors"
+
+    @property
     def prototypes(self) -> Path:
         return self.path / "prototypes.png"
 
     @property
     def evaluation(self) -> Path:
         return self.path / "evaluation.json"
+
+    @property
+    def final_evaluation(self) -> Path:
+        return self.path / "evaluation-final.json"
 
     @property
     def report(self) -> Path:
@@ -144,8 +155,10 @@ class RunDir:
             write_yaml(self.settings_yaml, resolved)
 
     def save_synthetic(self, images: torch.Tensor, labels: torch.Tensor, step_size: float, class_names: list[str],
-                       dataset_name: str) -> None:
-        save_tensors(self.synthetic, {"images": images, "labels": labels, "step_size": torch.tensor(step_size)},
+                       dataset_name: str, final: bool = False) -> None:
+        """Write the kept set (synthetic.safetensors) or, with `final`, the last iteration's (final.safetensors)."""
+        save_tensors(self.final if final else self.synthetic,
+                     {"images": images, "labels": labels, "step_size": torch.tensor(step_size)},
                      metadata={"class_names": json.dumps(class_names), "dataset": dataset_name})
 
 
@@ -162,16 +175,21 @@ def run_directories(path: Path) -> list[Path]:
     return finished
 
 
-def synthetic_file(path: Path) -> Path:
-    """The synthetic set's file: `path` itself, or synthetic.safetensors in it when it is a run directory."""
-    return RunDir(path).synthetic if path.is_dir() else path
+def synthetic_file(path: Path, final: bool = False) -> Path:
+    """The synthetic set's file: `path` itself, or in it when it is a run directory synthetic.safetensors (the kept
+    set) or, with `final`, final.safetensors (the last iteration's)."""
+    if not path.is_dir():
+        if final:
+            raise GalaxyDistillError(f"{path}: the final set is chosen in a run directory; pass the directory")
+        return path
+    return RunDir(path).final if final else RunDir(path).synthetic
 
 
-def load_synthetic(path: Path) -> tuple[torch.Tensor, torch.Tensor, float, list[str]]:
-    """(images, labels, learned step size, class names) from a run directory or synthetic.safetensors, checked."""
+def load_synthetic(path: Path, final: bool = False) -> tuple[torch.Tensor, torch.Tensor, float, list[str]]:
+    """(images, labels, learned step size, class names) from a run directory or a set's file, checked."""
     from safetensors import SafetensorError, safe_open
 
-    file = synthetic_file(path)
+    file = synthetic_file(path, final)
     if not file.is_file():
         raise GalaxyDistillError(f"{file}: no synthetic set here; run `galaxy-distill distill` first")
     try:

@@ -25,6 +25,8 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     retired: ClassVar[frozenset[str]] = frozenset()
+    free_on_resume: ClassVar[frozenset[str]] = frozenset()
+    """Settings that only say when a run stops: a resumed run may change them without changing what it computes."""
     """Settings that earlier versions stored and that never changed an output's meaning: ignored when resuming."""
     renamed: ClassVar[dict[str, str]] = {}
     """Earlier name -> today's name of a setting: still read from stored settings and YAML files, with a warning."""
@@ -113,6 +115,8 @@ def settings_differences(settings_type: type[Settings], stored: Any, resolved: d
                 for name, field in settings_type.model_fields.items() if not field.is_required()}
     differences = []
     for name, value in resolved.items():
+        if name in settings_type.free_on_resume:
+            continue
         before = stored[name] if name in stored else defaults.get(name, value)
         if before != value:
             differences.append(f"{name}: {before!r} there, {value!r} now")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -61,6 +62,9 @@ class DistillResult:
     best_iteration: int | None
     synthetic_path: Path
     wall_seconds: float
+    final_path: Path
+    stopped_at_time_limit: bool
+    """Whether --time-limit ended this call before the schedule did; --resume continues the run."""
 
 
 def initial_images(settings: DistillSettings, dataset: PreparedDataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,8 +244,11 @@ class _OuterLoop:
             write_metrics(self.run.metrics, state.metric_rows)
             write_json(self.run.stages, state.events)
 
-    def run_until_finished(self, state: DistillState) -> None:
+    def run_until_finished(self, state: DistillState) -> bool:
+        """Iterate until the schedule ends or the time limit passes; True when the time limit stopped it."""
         settings = self.settings
+        call_started = time.perf_counter()
+        time_limit_s = math.inf if settings.time_limit is None else 60 * settings.time_limit
         if state.iteration == 0:
             self.snapshot(state)
         progress = log_progress(total=settings.iterations, initial=state.iteration, desc=f"distill ({settings.method})",
@@ -251,7 +258,8 @@ class _OuterLoop:
             tqdm.write("compiling the student's inner steps (torch.compile): a minute or more before the first iteration")
         started = time.perf_counter() - state.elapsed
         faults_in_a_row = 0
-        while not state.schedule.finished(state.iteration):
+        out_of_time = False
+        while not state.schedule.finished(state.iteration) and not out_of_time:
             rollback = state.rollback_point()
             attempt = self.attempt(state)
             if attempt.fault is not None:
@@ -263,7 +271,10 @@ class _OuterLoop:
             faults_in_a_row = 0
             progress.set_postfix(loss=f"{row['loss']:.4f}", cap=row["cap"], lr=f"{row['step_size']:.4g}")
             progress.update(1)
-            finishing = state.schedule.finished(state.iteration)
+            # Every rank must take the same decision, so rank 0's clock decides.
+            out_of_time = settings.time_limit is not None and distributed.broadcast_flag(
+                time.perf_counter() - call_started > time_limit_s)
+            finishing = state.schedule.finished(state.iteration) or out_of_time
             if state.iteration % settings.snapshot_every == 0 or finishing:
                 self.snapshot(state)
             state.elapsed = time.perf_counter() - started
@@ -272,20 +283,26 @@ class _OuterLoop:
         progress.close()
         if self.writer is not None:
             self.writer.close()
+        if out_of_time:
+            tqdm.write(f"stopped at the time limit ({settings.time_limit:g} min) after iteration {state.iteration}; "
+                       "--resume continues the run")
+        return out_of_time
 
-    def finish(self, state: DistillState) -> DistillResult:
-        """Write the kept set (the best on validation, else the last) and its prototype grid."""
-        if self.evaluator is None:
+    def finish(self, state: DistillState, stopped_at_time_limit: bool) -> DistillResult:
+        """Write the kept set (the best on validation, else the last), the last iteration's set and the prototype grid."""
+        if self.evaluator is None or state.best["val_accuracy"] is None:
             state.best_images, state.best_step_size = state.images.detach().clone(), state.current_step_size()
         if self.main:
             self.run.save_synthetic(state.best_images, self.labels, state.best_step_size, self.dataset.class_names,
                                     self.dataset.name)
+            self.run.save_synthetic(state.images.detach(), self.labels, state.current_step_size(),
+                                    self.dataset.class_names, self.dataset.name, final=True)
             class_grid_png(self.dataset.to_display(state.best_images), self.labels.cpu().numpy(), self.dataset.class_names,
                            self.run.prototypes, per_class=min(self.settings.ipc, 10),
                            title=f"{self.settings.method.upper()} prototypes, IPC {self.settings.ipc}")
         distributed.barrier()  # the outputs exist when any rank returns
         return DistillResult(self.run.path, state.iteration, state.best["val_accuracy"], state.best["iteration"],
-                             self.run.synthetic, state.elapsed)
+                             self.run.synthetic, state.elapsed, self.run.final, stopped_at_time_limit)
 
 
 def _resume(run: RunDir, state: DistillState, resume: bool) -> None:
@@ -329,5 +346,5 @@ def distill(settings: DistillSettings, dataset: PreparedDataset, store: ExpertSt
     state = DistillState.start(settings, images.to(device))
     _resume(run, state, resume)
     loop = _OuterLoop(settings, dataset, store, run, inner, labels.to(device), evaluator)
-    loop.run_until_finished(state)
-    return loop.finish(state)
+    stopped_at_time_limit = loop.run_until_finished(state)
+    return loop.finish(state, stopped_at_time_limit)

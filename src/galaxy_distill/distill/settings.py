@@ -12,6 +12,7 @@ from galaxy_distill.settings import Settings
 
 class DistillSettings(Settings):
     retired: ClassVar[frozenset[str]] = frozenset({"channels_last", "stored_steps"})
+    free_on_resume: ClassVar[frozenset[str]] = frozenset({"iterations", "time_limit"})
     renamed: ClassVar[dict[str, str]] = {"eval_nets": "eval_networks", "stm_lambda": "stm_lambda_decrease",
                                          "stm_rise": "stm_lambda_increase"}
 
@@ -25,7 +26,11 @@ class DistillSettings(Settings):
     expert_epochs: int = Field(1, ge=1, description="expert epochs the student's syn-steps are matched to")
     max_start_epoch: int = Field(10, ge=1, description="latest expert epoch a matched segment starts at (for stm the "
                                  "most the start-epoch pool can grow to); plus --expert-epochs at most the stored epochs")
-    iterations: int = Field(5000, ge=1, description="outer iterations (for stm the most it runs before stopping by itself)")
+    iterations: int = Field(5000, ge=1, description="outer iterations (for stm the most it runs before stopping by "
+                            "itself); --resume with a larger value continues a finished run")
+    time_limit: float | None = Field(None, gt=0, description="minutes of distilling after which the run stops at the end "
+                                     "of an iteration, saves a checkpoint and writes its sets; --resume continues it "
+                                     "(default: no limit)")
     batch_syn: int | None = Field(None, ge=1, description="synthetic images per inner step (default: all)")
     batch_chunk: int | None = Field(
         None, ge=1, description="images per chunk of an inner step's batch: caps memory, same gradients (default: whole batch)")

@@ -47,9 +47,11 @@ def _model_spec(name: str, dataset: PreparedDataset, run_spec: dict[str, Any] | 
 
 
 def default_output(settings: EvaluateSettings, dataset: PreparedDataset) -> Path:
-    """RUN/evaluation.json for a run directory, else evaluations/<dataset>.json in the workspace."""
+    """RUN/evaluation.json (evaluation-final.json for the final set) for a run directory, else
+    evaluations/<dataset>.json in the workspace."""
     if settings.run is not None and settings.run.is_dir():
-        return RunDir(settings.run).evaluation
+        run = RunDir(settings.run)
+        return run.final_evaluation if settings.selection == "final" else run.evaluation
     return workspace_dir() / "evaluations" / f"{dataset.name}.json"
 
 
@@ -159,12 +161,13 @@ def evaluate(settings: EvaluateSettings, dataset: PreparedDataset, run_model: di
     fingerprint: dict[str, Any] = {"settings": settings.model_dump(mode="json", exclude=set(SETTINGS_NOT_PER_NETWORK)),
                                    "dataset_sha256": dataset.meta["images_sha256"], "run_model": run_model}
     if settings.run is not None:
-        images, labels, step_size, class_names = load_synthetic(settings.run)
+        final = settings.selection == "final"
+        images, labels, step_size, class_names = load_synthetic(settings.run, final)
         check_synthetic(settings.run, images, labels, class_names, dataset)
-        fingerprint["synthetic_sha256"] = sha256_file(synthetic_file(settings.run))
+        fingerprint["synthetic_sha256"] = sha256_file(synthetic_file(settings.run, final))
         ipc = ipc or int(len(labels) // dataset.num_classes)
         method = run_description(settings.run).get("method", "distilled")
-        candidates.append((method, images, labels, settings.lr or step_size, "validation"))
+        candidates.append((method, images, labels, settings.lr or step_size, settings.selection))
     if settings.baselines and ipc is None and "full" not in settings.baselines:
         raise GalaxyDistillError("baselines need --ipc (or a --run to take it from)")
     for kind in settings.baselines:

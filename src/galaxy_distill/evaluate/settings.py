@@ -16,6 +16,9 @@ class EvaluateSettings(Settings):
 
     run: Path | None = Field(None, description="distillation run directory (or its synthetic.safetensors) whose images "
                              "are evaluated (default: none, only --baselines)")
+    selection: Literal["validation", "final"] = Field(
+        "validation", description="which set of the run: the one it kept (best on the validation split where it "
+        "evaluated; synthetic.safetensors) or its last iteration's (final.safetensors)")
     dataset: str | None = Field(None, description="prepared dataset (name or directory) to test on (default: the "
                                 "run's dataset)")
     baselines: list[Literal["random", "class_average", "full"]] = Field(
