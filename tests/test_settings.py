@@ -78,7 +78,7 @@ def test_a_run_stored_under_earlier_names_resumes_and_reads_back_with_todays(
     run.path.mkdir()
     write_json(run.settings, older)
     run.start(DistillSettings, now, write=False)  # no "other settings" error
-    assert run.read_settings() == now
+    assert run.read_settings(DistillSettings) == now
     assert f"{run.settings}: setting 'stm_rise' is now called 'stm_lambda_increase'" in capsys.readouterr().err
 
 

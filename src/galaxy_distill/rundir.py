@@ -130,17 +130,16 @@ class RunDir:
                  if (match := SNAPSHOT_PATTERN.fullmatch(path.name))]
         return sorted(found)
 
-    def read_settings(self) -> dict[str, Any]:
-        """The run's stored settings, checked to be a JSON object naming its dataset; earlier names read as today's."""
-        from galaxy_distill.distill.settings import DistillSettings  # the settings a run directory stores
-
+    def read_settings(self, settings_type: type[Settings]) -> dict[str, Any]:
+        """The run's stored settings (of `settings_type`, the distillation's), checked to be a JSON object naming its
+        dataset; earlier names read as today's."""
         if not self.is_run():
             raise GalaxyDistillError(f"{self.path}: no settings.json here; expected a run directory written by "
                                      "`galaxy-distill distill`")
         stored = read_json(self.settings)
         if not isinstance(stored, dict) or "dataset" not in stored:
             raise GalaxyDistillError(f"{self.settings}: expected the run's settings with a 'dataset' entry")
-        return DistillSettings.upgrade_names(stored, str(self.settings))
+        return settings_type.upgrade_names(stored, str(self.settings))
 
     def start(self, settings_type: type[Settings], resolved: dict[str, Any], write: bool) -> None:
         """Create the directory, refuse settings that differ from a run already here, and (if `write`) store them."""

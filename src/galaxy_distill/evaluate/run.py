@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from galaxy_distill import distributed
 from galaxy_distill.settings import workspace_dir
 from galaxy_distill.data.registry import PreparedDataset
+from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.rundir import RunDir, check_synthetic, load_synthetic, synthetic_file
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.evaluate.baselines import BASELINES, baseline_set
@@ -67,7 +68,7 @@ def run_description(run: Path | None) -> dict[str, Any]:
                                  "(or its synthetic.safetensors)")
     if run is None or not run.is_dir():
         return {}
-    return RunDir(run).read_settings()
+    return RunDir(run).read_settings(DistillSettings)
 
 
 SETTINGS_NOT_PER_NETWORK = ("baselines", "networks", "architectures", "resume")

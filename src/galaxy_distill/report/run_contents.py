@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from galaxy_distill.data.registry import PreparedDataset, load_prepared
+from galaxy_distill.distill.settings import DistillSettings
 from galaxy_distill.errors import GalaxyDistillError
 from galaxy_distill.experts.store import ExpertStore
 from galaxy_distill.rundir import RunDir, check_synthetic, load_synthetic
@@ -104,7 +105,7 @@ def _open_store(location: Any) -> tuple[ExpertStore | None, str | None]:
 def load_run(run_dir: Path) -> RunContents:
     """Read a run directory written by `galaxy-distill distill` (and maybe `galaxy-distill evaluate`)."""
     run = RunDir(run_dir)
-    settings = run.read_settings()
+    settings = run.read_settings(DistillSettings)
     images, labels, step_size, class_names = load_synthetic(run_dir)
     dataset = load_prepared(settings["dataset"])
     check_synthetic(run_dir, images, labels, class_names, dataset)
