@@ -14,27 +14,28 @@ Steps, each recorded the moment it finishes (atomically: temp file + rename) in 
    with the block's hyperparameters: MTT's published CIFAR-10 table per IPC, or the galaxy preset
    (`CIFAR10` and `GALAXY` below; any of them overridden by its flag). Every `--eval-every` iterations `--val-nets`
    networks x `--val-epochs` epochs on the validation split choose the kept set (`selection:
-   validation`); the last state is the `final` set. With `--deadline-minutes` each distillation gets a
-   share of the time left (after the evaluations still to come, estimated from the baselines'): at
-   its share it is interrupted, and its last checkpoint (every `--checkpoint-every` iterations) is
-   what counts; the record says how many iterations ran and carries the run's validation/test
-   curve (`curve`, from metrics.csv) and matching-loss curve (`loss_curve`).
-4. Both sets of each method: `--networks` networks x `--epochs` epochs at the learned step size,
-   test split; with `--cross-arch`, the validation-selected sets also on ResNet-18 and VGG-11.
+   validation`, RUN/synthetic.safetensors); the last iteration's is the `final` set (RUN/final.safetensors).
+   With `--deadline-minutes` each distillation gets a share of the time left (after the evaluations
+   still to come, estimated from the baselines', and `--margin-s`, which also covers its start-up) as
+   its `--time-limit`: it stops itself at the end of the iteration that passes it, with both sets
+   written. The record says how many iterations ran and why it stopped, and carries the run's
+   validation/test curve (`curve`) and matching-loss curve (`loss_curve`), all read from the run's
+   last checkpoint (RUN/checkpoint.json).
+4. Both sets of each method (`galaxy-distill evaluate --run RUN --selection validation|final`):
+   `--networks` networks x `--epochs` epochs at the learned step size, test split; with
+   `--cross-arch`, the validation-selected sets also on ResNet-18 and VGG-11.
 
 Rerunning the same command resumes: finished expert trajectories, distillations (a recorded one is
 never continued: its deadline has passed) and records are kept, an interrupted distillation continues
-from its checkpoint, an interrupted evaluation from its finished networks. Accuracies are in percent.
-Progress goes to stderr.
+from its checkpoint (with a new share of the time left), an interrupted evaluation from its finished
+networks. Accuracies are in percent. Progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -51,14 +52,13 @@ from common import REPO, RESULTS, add_evaluation_flags, environment  # noqa: E40
 from galaxy_distill.settings import workspace_dir  # noqa: E402
 from galaxy_distill.data import load_prepared  # noqa: E402
 from galaxy_distill.data.registry import PreparedDataset  # noqa: E402
-from galaxy_distill.distill.checkpoint import load_checkpoint  # noqa: E402
 from galaxy_distill.distill.settings import DistillSettings  # noqa: E402
 from galaxy_distill.evaluate.run import evaluate  # noqa: E402
 from galaxy_distill.evaluate.settings import EvaluateSettings  # noqa: E402
 from galaxy_distill.experts import ExpertSettings, ExpertStore, train_experts  # noqa: E402
 from galaxy_distill.experts.store import MANIFEST_FILE  # noqa: E402
 from galaxy_distill.experts.train import summarize  # noqa: E402
-from galaxy_distill.rundir import RunDir  # noqa: E402
+from galaxy_distill.rundir import RunDir, load_synthetic  # noqa: E402
 from galaxy_distill.atomic_io import read_json, write_json, write_yaml  # noqa: E402
 
 # MTT (Cazenavette et al. 2022), CIFAR-10 ConvNet-3, its appendix table per IPC. lr_teacher is the learned step
@@ -116,10 +116,11 @@ def match_epochs(method: str, hyper: dict[str, Any]) -> int:
 
 
 def distill_settings(args: argparse.Namespace, dataset: PreparedDataset, hyper: dict[str, Any], experts: Path,
-                     method: str) -> DistillSettings:
+                     method: str, time_limit: float | None) -> DistillSettings:
     return DistillSettings(
         dataset=dataset.name, experts=experts, method=method, ipc=args.ipc, syn_steps=hyper["syn_steps"],
         expert_epochs=match_epochs(method, hyper), max_start_epoch=hyper["max_start_epoch"], iterations=args.iterations,
+        time_limit=time_limit,
         batch_syn=args.batch_syn, batch_chunk=args.batch_chunk, precision=args.distill_precision,
         compile=args.distill_compile, lr_img=hyper["lr_img"], lr_init=hyper["lr_teacher"], lr_lr=hyper["lr_lr"],
         seed=args.seed, device=args.device, eval_every=hyper["eval_every"], eval_networks=args.val_nets,
@@ -236,73 +237,32 @@ def distill_process(settings: DistillSettings, run: Path) -> subprocess.Popen:
     return process
 
 
-def stop_at(process: subprocess.Popen, deadline: float, run: Path, grace_s: float) -> bool:
-    """Wait for the process until `deadline` (monotonic) and interrupt it there; True if it was interrupted. A run
-    without a checkpoint yet (its start took the share: imports, torch.compile) gets up to `grace_s` more to write
-    its first, which is all that an interrupted run leaves."""
-    try:
-        process.wait(timeout=None if math.isinf(deadline) else max(0.0, deadline - time.monotonic()))
-        return False
-    except subprocess.TimeoutExpired:
-        pass
-    while not RunDir(run).has_checkpoint() and time.monotonic() < deadline + grace_s and process.poll() is None:
-        time.sleep(0.5)
-    if process.poll() is not None:
-        return False
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    return True
+def run_status(run: Path, work: Path, target: int) -> dict[str, Any]:
+    """A finished run's status, from its last checkpoint (written as it stops) and its two sets."""
+    meta = read_json(RunDir(run).checkpoint)
+    iteration = meta["iteration"]
+    stopped = ("iterations" if iteration >= target else "schedule" if meta["schedule"].get("stopped") else "deadline")
+    sets = {selection: {"path": str(path.relative_to(work)), "learned_lr": load_synthetic(path)[2]}
+            for selection, path in (("validation", RunDir(run).synthetic), ("final", RunDir(run).final))}
+    return {"iterations": iteration, "target_iterations": target, "stopped": stopped, "seconds": meta["elapsed"],
+            "best_iteration": meta["best"]["iteration"],
+            "best_val_accuracy": None if meta["best"]["val_accuracy"] is None else 100 * meta["best"]["val_accuracy"],
+            "events": meta["events"][-20:], "sets": sets}
 
 
 def read_curves(run: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(validation/test accuracy at each evaluation, mean matching loss per 50 iterations) from RUN/metrics.csv."""
-    path = RunDir(run).metrics
-    if not path.is_file():
-        return [], []
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-
-    def number(text: str) -> float | None:
-        return float(text) if text not in ("", None) else None
-
-    curve = [{"iteration": int(entry["iteration"]), "val": 100 * float(entry["val_accuracy"]),
-              "test": None if number(entry["test_accuracy"]) is None else 100 * float(entry["test_accuracy"]),
-              "step_size": float(entry["step_size"]), "cap": number(entry["cap"]), "seconds": float(entry["seconds"])}
-             for entry in rows if number(entry["val_accuracy"]) is not None]
-    window = 50
-    losses = [float(entry["loss"]) for entry in rows]
-    loss_curve = [{"iteration": start + len(losses[start:start + window]), "loss": sum(losses[start:start + window])
-                   / len(losses[start:start + window])} for start in range(0, len(losses), window)]
+    """(validation/test accuracy at each evaluation, mean matching loss per 50 iterations) from the run's last
+    checkpoint (its metrics.csv rows)."""
+    rows = read_json(RunDir(run).checkpoint)["metrics"]
+    curve = [{"iteration": entry["iteration"], "val": 100 * entry["val_accuracy"],
+              "test": None if entry["test_accuracy"] is None else 100 * entry["test_accuracy"],
+              "step_size": entry["step_size"], "cap": entry["cap"], "seconds": entry["seconds"]}
+             for entry in rows if entry["val_accuracy"] is not None]
+    losses = [entry["loss"] for entry in rows]
+    windows = [losses[start:start + 50] for start in range(0, len(losses), 50)]
+    loss_curve = [{"iteration": 50 * index + len(window), "loss": sum(window) / len(window)}
+                  for index, window in enumerate(windows)]
     return curve, loss_curve
-
-
-def collect(dataset: PreparedDataset, settings: DistillSettings, run: Path, work: Path, method: str, interrupted: bool
-            ) -> dict[str, Any]:
-    """Turn the run's newest checkpoint into its two sets (validation-selected and final) and its status."""
-    found = load_checkpoint(RunDir(run))
-    if found is None:
-        return {"iterations": 0, "stopped": "deadline" if interrupted else "failed", "sets": {}}
-    tensors, meta, _ = found
-    labels = torch.arange(dataset.num_classes).repeat_interleave(settings.ipc)
-    final_step = meta["metrics"][-1]["step_size"] if meta["metrics"] else settings.lr_init
-    sets = {}
-    for selection, images, step in (("validation", tensors["best_images"], meta["best_step_size"]),
-                                    ("final", tensors["images"], final_step)):
-        target = RunDir(work / "sets" / f"{method}-{selection}")
-        target.path.mkdir(parents=True, exist_ok=True)
-        target.save_synthetic(images.detach().float().cpu(), labels, float(step), dataset.class_names, dataset.name)
-        sets[selection] = {"path": str(target.synthetic.relative_to(work)), "learned_lr": float(step)}
-    iteration = meta["iteration"]
-    stopped = ("deadline" if interrupted and iteration < settings.iterations else
-               "iterations" if iteration >= settings.iterations else "schedule")
-    return {"iterations": iteration, "target_iterations": settings.iterations, "stopped": stopped,
-            "seconds": meta["elapsed"], "best_iteration": meta["best"]["iteration"],
-            "best_val_accuracy": None if meta["best"]["val_accuracy"] is None else 100 * meta["best"]["val_accuracy"],
-            "events": meta["events"][-20:], "sets": sets}
 
 
 def run_distillations(args: argparse.Namespace, dataset: PreparedDataset, hyper: dict[str, Any], experts: Path,
@@ -323,44 +283,31 @@ def run_distillations(args: argparse.Namespace, dataset: PreparedDataset, hyper:
     for method in args.methods:
         if method not in todo:
             log(f"{method}: distillation already recorded ({block.record['distillations'][method]['iterations']} iterations)")
-
-    def budget() -> float:
-        return clock.left() - clock.eval_s * pending_evaluations(args, block, args.methods) - args.margin_s
-
-    def finish(method: str, settings: DistillSettings, process: subprocess.Popen, interrupted: bool) -> None:
-        if process.returncode not in (0, None) and not interrupted:
-            raise RuntimeError(f"distill {method} failed with exit code {process.returncode}; see {work / 'runs' / method}.log")
-        status = collect(dataset, settings, work / "runs" / method, work, method, interrupted)
-        if not status["iterations"]:
-            log(f"warning: {method} reached no checkpoint before its share ran out; not recorded (a rerun tries again)")
-            return
-        block.record["distillations"][method] = status
-        block.save()
-        log(f"{method}: {status['iterations']} iterations, stopped by {status['stopped']}")
-
-    if args.parallel and todo:
-        share = budget()
-        log(f"distilling {', '.join(todo)} at once, {share:.0f} s each" if not math.isinf(share) else
-            f"distilling {', '.join(todo)} at once")
-        runs = {method: distill_settings(args, dataset, hyper, experts, method) for method in todo}
-        processes = {method: distill_process(settings, work / "runs" / method) for method, settings in runs.items()}
-        end = time.monotonic() + share
+    # With --parallel all of them run at once, each with the whole share; else one after another, each with its part.
+    groups = ([todo] if todo else []) if args.parallel else [[method] for method in todo]
+    for index, group in enumerate(groups):
+        left = clock.left() - clock.eval_s * pending_evaluations(args, block, args.methods) - args.margin_s
+        share = left / (len(groups) - index)
+        log(f"distilling {', '.join(group)}" + (" at once" if len(group) > 1 else "")
+            + ("" if math.isinf(share) else f", {share:.0f} s each"))
+        # The run stops itself at the end of the iteration that passes its time limit (at least one iteration).
+        time_limit = None if math.isinf(share) else max(share, 1.0) / 60
+        processes = {method: distill_process(distill_settings(args, dataset, hyper, experts, method, time_limit),
+                                             work / "runs" / method) for method in group}
         for method, process in processes.items():
-            finish(method, runs[method], process, stop_at(process, end, work / "runs" / method, args.grace_s))
-        return
-    for index, method in enumerate(todo):
-        share = budget() / (len(todo) - index)
-        settings = distill_settings(args, dataset, hyper, experts, method)
-        log(f"distilling {method}" + ("" if math.isinf(share) else f": {share:.0f} s share of the deadline"))
-        process = distill_process(settings, work / "runs" / method)
-        finish(method, settings, process, stop_at(process, time.monotonic() + share, work / "runs" / method, args.grace_s))
+            if process.wait() != 0:
+                raise RuntimeError(f"distill {method} failed with exit code {process.returncode}; "
+                                   f"see {work / 'runs' / method}.log")
+            status = block.record["distillations"][method] = run_status(work / "runs" / method, work, args.iterations)
+            block.save()
+            log(f"{method}: {status['iterations']} iterations, stopped by {status['stopped']}")
 
 
 def evaluate_distilled(args: argparse.Namespace, dataset: PreparedDataset, hyper: dict[str, Any], model: dict[str, Any],
                        work: Path, block: Block, experts_summary: dict[str, Any]) -> None:
     for method in args.methods:
         status = block.record["distillations"].get(method)
-        if status is None or not status["sets"]:
+        if status is None:
             log(f"{method}: no distilled set to evaluate")
             continue
         curve, loss_curve = read_curves(work / "runs" / method)
@@ -371,15 +318,14 @@ def evaluate_distilled(args: argparse.Namespace, dataset: PreparedDataset, hyper
             if block.find(method, selection, architecture) is not None:
                 log(f"{method} ({selection}, {architecture}): already recorded")
                 continue
-            found_set = status["sets"][selection]
             log(f"evaluating {method} ({selection}) on {architecture}")
             found, seconds = evaluate_set(args, dataset, work, f"{method}-{selection}-{architecture}", model,
-                                          run=work / found_set["path"], architectures=[architecture])
+                                          run=work / "runs" / method, selection=selection, architectures=[architecture])
             block.add(row(block.record, method, selection, architecture, found, iterations=status["iterations"],
                           target_iterations=status["target_iterations"], stopped=status["stopped"],
                           experts=experts_summary["experts"], expert_epochs=experts_summary["epochs"],
                           match_epochs=match_epochs(method, hyper), seconds=status["seconds"], eval_seconds=seconds,
-                          learned_lr=found_set["learned_lr"], best_iteration=status["best_iteration"],
+                          learned_lr=status["sets"][selection]["learned_lr"], best_iteration=status["best_iteration"],
                           curve=curve, loss_curve=loss_curve))
 
 
@@ -428,9 +374,8 @@ def main() -> None:
     parser.add_argument("--eval-estimate-s", type=float, default=60.0,
                         help="seconds per set evaluation assumed until a baseline has measured it")
     parser.add_argument("--margin-s", type=float, default=60.0,
-                        help="seconds kept back at the deadline beyond the estimated evaluations (process starts, writes)")
-    parser.add_argument("--grace-s", type=float, default=120.0,
-                        help="seconds a distillation may overrun its share to write its first checkpoint")
+                        help="seconds kept back at the deadline beyond the estimated evaluations (the distillations' "
+                        "start before their time limit counts, their last iteration, writes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--work", type=Path, default=None, help="default: WORKSPACE/paper/<dataset>-ipc<K>")
