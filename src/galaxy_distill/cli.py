@@ -29,8 +29,8 @@ app.add_typer(data_app, name="data")
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings; flags override it.")]
 OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default: in the workspace).")]
-NprocOption = Annotated[int, typer.Option("--nproc", min=1, help=(
-    "Processes (one per GPU) to share the work, started through torchrun; or run under torchrun yourself."))]
+NprocOption = Annotated[int, typer.Option("--nproc", metavar="<int>", show_default=False, help=(
+    "Processes (one per GPU) to share the work, started through torchrun; or run under torchrun yourself. [default: 1]"))]
 
 
 def _print_version(wanted: bool) -> None:
@@ -62,8 +62,9 @@ def data_list() -> None:
 def data_prepare(
     values: dict[str, Any],
     dataset: Annotated[str, typer.Argument(help="gz1-sdss, gz2, simzoo, cifar10, cifar100 or folder")],
-    force: Annotated[bool, typer.Option(help=(
-        "Rebuild even if prepared with the same settings, and replace a set of this name prepared with other settings."))] = False,
+    force: Annotated[bool, typer.Option(show_default=False, help=(
+        "Rebuild even if prepared with the same settings, and replace a set of this name prepared with other "
+        "settings. [default: off]"))] = False,
     config: ConfigOption = None,
 ) -> None:
     """Build a dataset into the workspace (idempotent: same settings reuse the stored copy)."""
@@ -85,7 +86,8 @@ def data_prepare(
 def data_show(
     dataset: Annotated[str, typer.Argument(help="Prepared dataset name or directory.")],
     out: Annotated[Optional[Path], typer.Option(help="PNG to write (default: DATASET_DIR/examples.png).")] = None,
-    per_class: Annotated[int, typer.Option(help="Examples per class in the grid.")] = 8,
+    per_class: Annotated[int, typer.Option(metavar="<int>", show_default=False, help=(
+        "Examples per class in the grid. [default: 8]"))] = 8,
 ) -> None:
     """Print counts per class and draw a grid of training examples."""
     from galaxy_distill.data import load_prepared
@@ -128,7 +130,8 @@ def experts_command(values: dict[str, Any], out: OutOption = None, config: Confi
 def distill_command(
     values: dict[str, Any],
     out: OutOption = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(show_default=False, help=(
+        "Continue the run in --out from its last checkpoint. [default: off]"))] = False,
     config: ConfigOption = None,
     nproc: NprocOption = 1,
 ) -> None:
