@@ -26,6 +26,8 @@ cp "$D"/train_2.webp "$D"/train_3.webp .carry/c10b/
 cp "$D"/train_4.webp "$D"/test_0.webp "$D"/*.npy "$D"/manifest.json "$D"/to_python_format.py .carry/c10c/
 
 rm -rf .peer/harness && mkdir -p .peer/harness && cp "$SHARED"/peer/*.py .peer/harness/
+# The harness was written before store.py became atomic_io.py.
+sed -i 's/from galaxy_distill.store import/from galaxy_distill.atomic_io import/' .peer/harness/*.py
 if [ $# -ge 1 ]; then
   REV=50dccea47ba48b9cfb3b9c59375d7da92e4e603b   # the revision ../shared/peer names
   git --git-dir="$1" cat-file -e "$REV^{commit}" 2>/dev/null || REV=HEAD

@@ -37,10 +37,13 @@ def fresh_torch_compile():
 
 
 @pytest.fixture
-def plain_fp32_products(monkeypatch):
+def plain_fp32_products():
     """TF32 off for cuDNN convolutions and matrix products (PyTorch lets cuDNN use it by default). Under TF32 (10-bit
     mantissas) two ways that run their convolutions in other layouts or kernels differ by far more than fp32 rounding:
     compiled distillation steps gave pixel gradients a difference of norm 2.9e-5 against the gradient's 0.0014
     (measured on an H200)."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    # Restored by hand: torch.backends.cuda.matmul's allow_tf32 is a property that monkeypatch's undo tries to delete.
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
